@@ -1,0 +1,399 @@
+"""params.yaml -> typed, validated, frozen config objects.
+
+The dataclasses below carry no defaults: every value comes from ``params.yaml``, the single source of
+truth. Loading fails before any work on a missing or unknown key, a wrong type or an out-of-range value,
+and the error names the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pfadseg.data.categories import MVTEC_CATEGORIES
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params file or override that cannot be used; the message names the key."""
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict[str, Any]:
+    return {"range": (lo, hi, lo_open)}
+
+
+def num(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Any:
+    """A dataclass field constrained to ``lo <= x <= hi`` (``lo < x`` when ``lo_open``)."""
+    return field(metadata=_range(lo, hi, lo_open=lo_open))
+
+
+# --------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    image_size: int = num(16, 4096)
+    n_train: int = num(1)
+    n_test_good: int = num(1)
+    n_test_per_defect: int = num(1)
+    n_defect_types: int = num(1, 6)
+    seed: int = num(0)
+
+
+@dataclass(frozen=True)
+class ProceduralTexturesConfig:
+    n_classes: int = num(1)
+    per_class: int = num(1)
+    image_size: int = num(16, 4096)
+    seed: int = num(0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["mvtec", "synthetic", "folder"]
+    root: str
+    textures: Literal["dtd", "procedural"]
+    texture_root: str
+    image_size: int = num(32, 1024)
+    categories: list[str]
+    mvtec: ArchiveConfig
+    dtd: ArchiveConfig
+    synthetic: SyntheticDataConfig
+    procedural_textures: ProceduralTexturesConfig
+
+    def validate(self, key: str) -> None:
+        if not self.categories:
+            raise ConfigError(f"{key}.categories: must name at least one category")
+        if len(set(self.categories)) != len(self.categories):
+            raise ConfigError(f"{key}.categories: duplicate names in {self.categories}")
+        if self.image_size % 32:
+            raise ConfigError(f"{key}.image_size: must be a multiple of 32 (the student reaches 1/32), "
+                              f"got {self.image_size}")
+        if self.source != "folder":
+            unknown = [c for c in self.categories if c not in MVTEC_CATEGORIES]
+            if unknown:
+                raise ConfigError(f"{key}.categories: {unknown} are not MVTec AD categories "
+                                  f"(allowed: {', '.join(MVTEC_CATEGORIES)}); use data.source: folder "
+                                  "for a dataset of your own")
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    n_masks: int = num(1)
+    n_textures: int = num(1)
+    perlin_min_exponent: int = num(0, 8)
+    perlin_max_exponent: int = num(0, 8)
+    perlin_threshold: float = num(-1.0, 1.0)
+    rotation_degrees: float = num(0.0, 180.0)
+    opacity_min: float = num(0.0, 1.0)
+    opacity_max: float = num(0.0, 1.0)
+    texture_augment: bool
+
+    def validate(self, key: str) -> None:
+        if self.perlin_min_exponent > self.perlin_max_exponent:
+            raise ConfigError(f"{key}.perlin_min_exponent: must not exceed perlin_max_exponent")
+        if self.opacity_min >= self.opacity_max:
+            raise ConfigError(f"{key}.opacity_min: must be below opacity_max")
+
+
+@dataclass(frozen=True)
+class AFFConfig:
+    reduction: int = num(1)
+    factor_two: bool
+
+
+@dataclass(frozen=True)
+class SPRConfig:
+    reduction: int = num(1)
+
+
+@dataclass(frozen=True)
+class PCARConfig:
+    branches: Literal["dilated", "kernels", "plain"]
+    shared_spr: bool
+    softmax: Literal["branch", "pixel"]
+
+
+@dataclass(frozen=True)
+class RCMConfig:
+    band_kernel: int = num(1)
+    square_kernel: int = num(1)
+    mlp_ratio: int = num(1)
+    layer_scale_init: float = num(0.0)
+
+    def validate(self, key: str) -> None:
+        for name in ("band_kernel", "square_kernel"):
+            if getattr(self, name) % 2 == 0:
+                raise ConfigError(f"{key}.{name}: must be odd (an even kernel changes the map size)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    use_aff: bool
+    use_pcar: bool
+    use_rcm: bool
+    teacher_weights: str
+    aff: AFFConfig
+    spr: SPRConfig
+    pcar: PCARConfig
+    rcm: RCMConfig
+    decoder_upsample: Literal["between_stages", "in_block"]
+
+    @property
+    def variant(self) -> str:
+        """Short name of the switch combination, e.g. ``destseg`` or ``aff+pcar+rcm``."""
+        parts = [n for n, on in (("aff", self.use_aff), ("pcar", self.use_pcar), ("rcm", self.use_rcm)) if on]
+        return "+".join(parts) if parts else "destseg"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    slight_degrees: float = num(0.0, 180.0)
+    fill: int = num(0, 255)
+    none: list[str]
+    slight: list[str]
+    rotate: list[str]
+
+    def validate(self, key: str) -> None:
+        seen: dict[str, str] = {}
+        for group in ("none", "slight", "rotate"):
+            for cat in getattr(self, group):
+                if cat in seen:
+                    raise ConfigError(f"{key}.{group}: {cat!r} is also in {key}.{seen[cat]}")
+                seen[cat] = group
+
+    def group_of(self, category: str) -> Literal["none", "slight", "rotate"]:
+        """Rotation group of a category; categories listed nowhere get none."""
+        if category in self.rotate:
+            return "rotate"
+        if category in self.slight:
+            return "slight"
+        return "none"
+
+
+@dataclass(frozen=True)
+class StudentTrainConfig:
+    iterations: int = num(1)
+    batch_size: int = num(2)
+    lr: float = num(0.0, lo_open=True)
+    momentum: float = num(0.0, 1.0)
+    weight_decay: float = num(0.0)
+    loss_reduction: Literal["sum", "mean"]
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    iterations: int = num(1)
+    batch_size: int = num(2)
+    lr_res: float = num(0.0, lo_open=True)
+    lr_head: float = num(0.0, lo_open=True)
+    momentum: float = num(0.0, 1.0)
+    weight_decay: float = num(0.0)
+    focal_gamma: float = num(0.0)
+    focal_weight: float = num(0.0)
+    l1_weight: float = num(0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    device: Literal["auto", "cpu", "cuda"]
+    amp: bool
+    channels_last: bool
+    compile: bool
+    checkpoint_every: int = num(1)
+    log_every: int = num(1)
+    augment: AugmentConfig
+    student: StudentTrainConfig
+    seg: SegTrainConfig
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = num(1)
+    top_k: int = num(1)
+    aupro_mode: Literal["mvtec", "destseg"]
+    aupro_fpr_limit: float = num(0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    figure_examples: int = num(1, 32)
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = num(0)
+    seeds: list[int]
+    data: DataConfig
+    bank: BankConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    report: ReportConfig
+
+    def validate(self, key: str) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"seeds: must list at least one distinct non-negative seed, got {self.seeds}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (what gets stored beside models and results)."""
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; use {_type_name(tp)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin in (types.UnionType, typing.Union):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} matches none of {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")  # a bug in this module, not in params
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    if "range" not in meta:
+        return
+    lo, hi, lo_open = meta["range"]
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(f"{key}: {value!r} is out of range; must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key}: {value!r} is out of range; must be <= {hi}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "params"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + '.' + k if prefix else k for k in unknown)}"
+                          f"; allowed: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            raise ConfigError(f"{key}: missing; add it to params.yaml")
+        value = _convert(data[name], hints[name], key)
+        _check_range(value, f.metadata, key)
+        values[name] = value
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(where)
+    return obj
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. model.use_pcar=false")
+    dotted, raw = override.split("=", 1)
+    node: Any = tree
+    parts = dotted.strip().split(".")
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"override {dotted}: no key {'.'.join(parts[: i + 1])} in params")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise ConfigError(f"override {dotted}: no such key in params (overrides may only change existing keys)")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Validate a params tree (plus ``KEY=VALUE`` overrides, YAML-typed) into a :class:`Config`."""
+    tree = _deepcopy(tree)
+    for override in overrides:
+        _apply_override(tree, override)
+    return _build(Config, tree, "")
+
+
+def _deepcopy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _deepcopy(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_deepcopy(v) for v in tree]
+    return tree
+
+
+def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The raw params tree of a YAML file, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the project root or pass --params FILE")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return tree
+
+
+def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a params file; errors name the file and the key."""
+    try:
+        return config_from_dict(read_params(path), overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Data acquisition, layout checks, procedural data and image reading."""

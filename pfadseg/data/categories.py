@@ -1,0 +1,21 @@
+"""Facts about the MVTec AD categories (Bergmann et al., CVPR 2019): names, kinds and counts."""
+
+TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
+OBJECT_CATEGORIES: tuple[str, ...] = (
+    "bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush", "transistor", "zipper",
+)
+MVTEC_CATEGORIES: tuple[str, ...] = tuple(sorted(TEXTURE_CATEGORIES + OBJECT_CATEGORIES))
+GRAYSCALE_CATEGORIES: frozenset[str] = frozenset({"grid", "screw", "zipper"})
+
+# Official split sizes (destseg-protocol.md 3.1 and 1.5): used to validate a downloaded copy.
+MVTEC_TRAIN_COUNTS: dict[str, int] = {
+    "bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264, "hazelnut": 391, "leather": 245,
+    "metal_nut": 220, "pill": 267, "screw": 320, "tile": 230, "toothbrush": 60, "transistor": 213, "wood": 247,
+    "zipper": 240,
+}
+MVTEC_TOTALS: dict[str, int] = {"train": 3629, "test": 1725, "test_good": 467, "test_defective": 1258}
+
+
+def is_texture(category: str) -> bool:
+    """True for the five MVTec texture categories."""
+    return category in TEXTURE_CATEGORIES

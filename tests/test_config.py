@@ -1,0 +1,75 @@
+"""params.yaml -> typed config: every error names the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pfadseg.config import ConfigError, config_from_dict, load_config, read_params
+from tests.conftest import REPO
+
+
+def test_repository_params_load_and_default_to_pfadseg() -> None:
+    cfg = load_config(REPO / "params.yaml")
+    assert (cfg.model.use_aff, cfg.model.use_pcar, cfg.model.use_rcm) == (True, True, True)
+    assert cfg.model.variant == "aff+pcar+rcm"
+    assert cfg.train.student.iterations == 3000 and cfg.train.seg.iterations == 4000
+    assert cfg.data.categories[0] == "bottle" and len(cfg.data.categories) == 15
+
+
+def test_overrides_are_yaml_typed() -> None:
+    tree = read_params(REPO / "params.yaml")
+    cfg = config_from_dict(tree, ["model.use_pcar=false", "train.student.lr=0.4", "data.categories=[pill]"])
+    assert cfg.model.use_pcar is False and cfg.train.student.lr == 0.4 and cfg.data.categories == ["pill"]
+    assert cfg.model.variant == "aff+rcm"
+    assert tree["model"]["use_pcar"] is True, "overrides must not mutate the source tree"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.use_pcar=maybe", "model.use_pcar: expected true or false"),
+        ("train.student.iterations=0", "train.student.iterations: 0 is out of range"),
+        ("train.student.lr=0", "train.student.lr: 0.0 is out of range; must be > 0"),
+        ("model.pcar.branches=huge", "model.pcar.branches: 'huge' is not allowed; use one of 'dilated'"),
+        ("data.categories=[bottle,spoon]", "data.categories: ['spoon'] are not MVTec AD categories"),
+        ("data.image_size=100", "data.image_size: must be a multiple of 32"),
+        ("train.batch=3", "override train.batch: no such key"),
+        ("bank.opacity_min=1.0", "bank.opacity_min: must be below opacity_max"),
+        ("model.rcm.band_kernel=10", "model.rcm.band_kernel: must be odd"),
+        ("train.augment.none=[bottle]", "train.augment.rotate: 'bottle' is also in train.augment.none"),
+    ],
+)
+def test_invalid_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        config_from_dict(read_params(REPO / "params.yaml"), [override])
+    assert message in str(info.value)
+
+
+def test_unknown_and_missing_keys_are_named(tmp_path: Path) -> None:
+    tree = read_params(REPO / "params.yaml")
+    tree["model"]["use_magic"] = True
+    with pytest.raises(ConfigError, match=r"model: unknown key\(s\) model.use_magic; allowed: use_aff"):
+        config_from_dict(tree)
+    tree = read_params(REPO / "params.yaml")
+    del tree["train"]["seg"]["lr_head"]
+    with pytest.raises(ConfigError, match=r"train.seg.lr_head: missing"):
+        config_from_dict(tree)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("seed: [unclosed\n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_augment_groups_follow_the_protocol() -> None:
+    aug = load_config(REPO / "params.yaml").train.augment
+    assert aug.group_of("capsule") == "none"
+    assert aug.group_of("zipper") == "slight"
+    assert aug.group_of("screw") == "rotate"
+    assert aug.group_of("my_custom_part") == "none"
