@@ -1,0 +1,1 @@
+"""Networks: teacher, student, segmentation net and one module per PFADSeg component."""

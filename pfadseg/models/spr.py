@@ -1,0 +1,27 @@
+"""SPR: spatial pyramid recalibration weights of MSPA, Yu et al. EAAI 2024 (PFADSeg §3.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SPR(nn.Module):
+    """Channel weights in (0, 1) from global (1x1) and local (2x2) average pools; returns w, not x * w."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = channels // reduction
+        if hidden < 1:
+            raise ValueError(f"SPR: {channels} channels with reduction {reduction} leave no hidden unit")
+        self.fc1 = nn.Conv2d(5 * channels, hidden, 1, bias=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # B x C x H x W -> B x C x 1 x 1
+        b = x.shape[0]
+        pooled_global = F.adaptive_avg_pool2d(x, 1).reshape(b, -1, 1, 1)  # B x C x 1 x 1
+        pooled_local = F.adaptive_avg_pool2d(x, 2).reshape(b, -1, 1, 1)  # B x 4C x 1 x 1, index c*4 + 2i + j
+        hidden = F.relu(self.fc1(torch.cat([pooled_global, pooled_local], dim=1)))  # B x C/r x 1 x 1
+        return torch.sigmoid(self.fc2(hidden))
