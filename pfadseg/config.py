@@ -46,7 +46,7 @@ class ArchiveConfig:
 
 @dataclass(frozen=True)
 class SyntheticDataConfig:
-    image_size: int = num(16, 4096)
+    image_size: int = num(32, 4096)
     n_train: int = num(1)
     n_test_good: int = num(1)
     n_test_per_defect: int = num(1)
@@ -363,10 +363,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
 
 def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     """Validate a params tree (plus ``KEY=VALUE`` overrides, YAML-typed) into a :class:`Config`."""
-    tree = _deepcopy(tree)
-    for override in overrides:
-        _apply_override(tree, override)
-    return _build(Config, tree, "")
+    return _build(Config, apply_overrides(tree, overrides) if overrides else _deepcopy(tree), "")
 
 
 def _deepcopy(tree: Any) -> Any:
@@ -389,6 +386,28 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return tree
+
+
+def profile_overrides(path: Path | str) -> list[str]:
+    """A profile file (flat ``dotted.key: value`` YAML, e.g. profiles/destseg.yaml) as ``KEY=VALUE`` overrides."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read profile ({exc})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of dotted keys to values")
+    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for key, value in tree.items()]
+
+
+def apply_overrides(tree: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of a params tree with overrides applied and the result validated."""
+    out = _deepcopy(tree)
+    for override in overrides:
+        _apply_override(out, override)
+    _build(Config, out, "")
+    return out
 
 
 def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Config:

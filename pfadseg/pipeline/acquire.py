@@ -1,0 +1,117 @@
+"""DVC stages ``acquire_images`` and ``acquire_textures``: download (or generate), check, install, record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pfadseg.config import ArchiveConfig, Config
+from pfadseg.data.categories import MVTEC_CATEGORIES
+from pfadseg.data.download import fetch_archive, safe_extract, with_overrides
+from pfadseg.data.layout import (
+    build_manifest,
+    check_mvtec_counts,
+    find_dataset_root,
+    find_texture_root,
+    texture_manifest,
+)
+from pfadseg.data.procedural import make_procedural_textures, make_synthetic_mvtec
+from pfadseg.fsio import atomic_dir, write_json
+from pfadseg.paths import Layout
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _workdir(beside: Path) -> Iterator[Path]:
+    """A temporary folder beside ``beside`` (same file system, so installing is a rename), removed after."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{beside.name}.", suffix=".work", dir=beside.parent) as work:
+        yield Path(work)
+
+
+def _install(folders: Iterable[Path], dest: Path, check: Callable[[Path], T]) -> T:
+    """Move ``folders`` into a fresh ``dest``; ``check`` validates the result before it replaces ``dest``."""
+    with atomic_dir(dest) as tmp:
+        for folder in folders:
+            os.replace(folder, tmp / folder.name)
+        return check(tmp)
+
+
+def _archive_record(spec: ArchiveConfig, archive: Path) -> dict[str, str]:
+    """Provenance of a verified archive (its sha256 was checked against ``spec``), for the manifest."""
+    return {"url": spec.url, "file": archive.name, "sha256": spec.sha256.lower()}
+
+
+def _mvtec_manifest(root: Path, categories: list[str]) -> dict[str, Any]:
+    """Counts of an extracted MVTec AD copy, checked against the official ones when all 15 are used."""
+    manifest = build_manifest(root, categories)
+    if set(categories) == set(MVTEC_CATEGORIES):
+        check_mvtec_counts(manifest)
+    return manifest
+
+
+def acquire_images(
+    cfg: Config, layout: Layout, *, archive: Path | None = None, url: str | None = None,
+    sha256: str | None = None, progress: bool = True,
+) -> Path:
+    """Put the dataset of ``data.source`` at ``data.root`` (MVTec layout) and write the images manifest."""
+    data = cfg.data
+    root = Path(data.root)
+    categories = list(data.categories)
+    record: dict[str, Any] = {"source": data.source, "root": data.root}
+    if data.source == "mvtec":
+        spec = with_overrides(data.mvtec, url, sha256)
+        path = fetch_archive(spec, layout.archives, archive=archive, progress=progress)
+        with _workdir(root) as work:
+            safe_extract(path, work / "extracted")
+            found = find_dataset_root(work / "extracted", categories)
+            counts = _install([found / cat for cat in categories], root,
+                              lambda tmp: _mvtec_manifest(tmp, categories))
+        record.update(_archive_record(spec, path))
+    elif data.source == "synthetic":
+        with _workdir(root) as work:
+            summary = make_synthetic_mvtec(work / "synthetic", categories, data.synthetic)
+            counts = _install([work / "synthetic" / cat for cat in categories], root,
+                              lambda tmp: build_manifest(tmp, categories))
+        record.update({key: summary[key] for key in ("seed", "image_size")})
+    else:
+        counts = build_manifest(root, categories)
+    record.update(counts)
+    write_json(layout.images_manifest, record)
+    log.info("%s: %d categories, %d train and %d test images (%s)", root, len(categories),
+             counts["totals"]["train"], counts["totals"]["test"], data.source)
+    return root
+
+
+def acquire_textures(
+    cfg: Config, layout: Layout, *, archive: Path | None = None, url: str | None = None,
+    sha256: str | None = None, progress: bool = True,
+) -> Path:
+    """Put the anomaly-source textures of ``data.textures`` at ``data.texture_root`` (``<class>/*.jpg``)."""
+    data = cfg.data
+    root = Path(data.texture_root)
+    record: dict[str, Any] = {"source": data.textures, "root": data.texture_root}
+    with _workdir(root) as work:
+        if data.textures == "dtd":
+            spec = with_overrides(data.dtd, url, sha256)
+            path = fetch_archive(spec, layout.archives, archive=archive, progress=progress)
+            safe_extract(path, work / "extracted")
+            record.update(_archive_record(spec, path))
+        else:
+            summary = make_procedural_textures(work / "extracted", data.procedural_textures)
+            record.update({key: summary[key] for key in ("seed", "image_size")})
+        images = find_texture_root(work / "extracted")
+        counts = _install(sorted(p for p in images.iterdir() if p.is_dir()), root, texture_manifest)
+    record.update(counts)
+    write_json(layout.textures_manifest, record)
+    log.info("%s: %d texture classes, %d images (%s)", root, counts["classes"], counts["images"],
+             data.textures)
+    return root
