@@ -1,0 +1,16 @@
+"""DVC stage ``bank``: the category-independent synthetic-anomaly bank (destseg-protocol.md 1.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pfadseg.config import Config
+from pfadseg.paths import Layout
+from pfadseg.synth.bank import BANK_PARAMS, build_bank
+
+__all__ = ["BANK_PARAMS", "run_bank"]
+
+
+def run_bank(cfg: Config, layout: Layout, *, progress: bool = True) -> None:
+    """Build ``layout.bank`` (masks.npy, textures.npy, bank.json) from the textures in data.texture_root."""
+    build_bank(cfg, Path(cfg.data.texture_root), layout.bank, progress=progress)

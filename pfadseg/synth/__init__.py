@@ -1,0 +1,1 @@
+"""Synthetic anomalies: Perlin masks, the precomputed bank and the on-device batch composer."""
