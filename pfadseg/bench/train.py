@@ -1,0 +1,97 @@
+"""`pfadseg bench train`: iterations/s and peak memory of both training stages, DeSTSeg vs PFADSeg."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfadseg.config import Config, config_from_dict
+from pfadseg.data.procedural import make_procedural_textures
+from pfadseg.models.build import build_segnet, build_student
+from pfadseg.pipeline.train import load_teacher
+from pfadseg.seeding import numpy_rng, torch_generator
+from pfadseg.synth.bank import AnomalyBank, build_bank
+from pfadseg.synth.composer import make_composer
+from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.train.seg import seg_optimizer, seg_step_fn
+from pfadseg.train.student import student_optimizer, student_step_fn
+
+VARIANTS = {"destseg": (False, False, False), "pfadseg": (True, True, True)}
+
+
+def _with(cfg: Config, *overrides: str) -> Config:
+    return config_from_dict(cfg.to_dict(), overrides)
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _time_steps(step: Any, iterations: int, device: torch.device) -> float:
+    step(0)  # warm-up (cuDNN autotuning, allocator)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    began = time.perf_counter()
+    for i in range(iterations):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return iterations / (time.perf_counter() - began)
+
+
+def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: int, device: str) -> dict[str, Any]:
+    """Measure both stages for both architectures in one run (random teacher, procedural bank); print a table."""
+    dev = resolve_device(device)
+    configure_backends(dev)
+    base = _with(cfg, f"data.image_size={image_size}", "model.teacher_weights=random", "bank.n_masks=256",
+                 "bank.n_textures=16", "data.procedural_textures.per_class=2",
+                 f"data.procedural_textures.image_size={image_size}")
+    images = numpy_rng(base.seed, "bench").integers(0, 256, (32, image_size, image_size, 3), dtype=np.uint8)
+    results: dict[str, Any] = {"device": str(dev), "image_size": image_size, "batch_size": batch_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        textures = Path(tmp) / "textures"
+        make_procedural_textures(textures, base.data.procedural_textures)
+        build_bank(base, textures / "images", Path(tmp) / "bank", progress=False)
+        for name, (aff, pcar, rcm) in VARIANTS.items():
+            vcfg = _with(base, f"model.use_aff={str(aff).lower()}", f"model.use_pcar={str(pcar).lower()}",
+                         f"model.use_rcm={str(rcm).lower()}")
+            bank = AnomalyBank.load(Path(tmp) / "bank", vcfg)
+            composer = make_composer(vcfg, "bottle", images, bank, dev, torch_generator(0, "bench", device=dev))
+            teacher = load_teacher(vcfg, dev)
+            student = prepare_module(build_student(vcfg.model), dev, vcfg.train)
+            segnet = prepare_module(build_segnet(vcfg.model), dev, vcfg.train)
+            amp = partial(autocast, dev, vcfg.train.amp)
+            scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
+            gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
+            student_rate = _time_steps(
+                student_step_fn(teacher, student, student_optimizer(student, scfg), composer, scfg, amp),
+                iterations, dev)
+            student_mem = _peak_memory_mb(dev)
+            seg_rate = _time_steps(
+                seg_step_fn(teacher, student, segnet, seg_optimizer(segnet, gcfg), composer, gcfg, amp),
+                iterations, dev)
+            results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem,
+                             "seg_it_s": seg_rate, "seg_peak_mb": _peak_memory_mb(dev)}
+    _print(results, cfg)
+    return results
+
+
+def _print(results: dict[str, Any], cfg: Config) -> None:
+    print(f"bench train: device {results['device']}, {results['image_size']} px, batch {results['batch_size']}")
+    print(f"{'variant':<10} {'student it/s':>13} {'peak MiB':>9} {'seg it/s':>9} {'peak MiB':>9} "
+          f"{'full category (s)':>18}")
+    for name in VARIANTS:
+        r = results[name]
+        full = cfg.train.student.iterations / r["student_it_s"] + cfg.train.seg.iterations / r["seg_it_s"]
+        mem = [f"{m:9.0f}" if m is not None else f"{'n/a':>9}" for m in (r["student_peak_mb"], r["seg_peak_mb"])]
+        print(f"{name:<10} {r['student_it_s']:13.2f} {mem[0]} {r['seg_it_s']:9.2f} {mem[1]} {full:18.0f}")
+    ratio = results["destseg"]["student_it_s"] / results["pfadseg"]["student_it_s"]
+    print(f"PFADSeg student step costs {ratio:.2f}x the DeSTSeg one; full category = "
+          f"{cfg.train.student.iterations} + {cfg.train.seg.iterations} iterations at these rates")

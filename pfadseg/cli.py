@@ -1,0 +1,287 @@
+"""The ``pfadseg`` command line: one command per pipeline stage, plus benchmarks.
+
+Every command reads ``params.yaml`` (or ``--params FILE``) and may take ``--set KEY=VALUE`` overrides; the
+commands only parse arguments and call :mod:`pfadseg.pipeline` or library functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pfadseg.config import DEFAULT_PARAMS, Config, ConfigError, load_config
+from pfadseg.paths import Layout
+
+app = typer.Typer(
+    help="PFADSeg / DeSTSeg anomaly detection: data, anomaly bank, training, evaluation, reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks: each prints its figure beside a comparison measured in the same run.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file (the single source of truth).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-S", help="Override a param, e.g. -S model.use_rcm=false.")]
+CategoryArg = Annotated[str, typer.Argument(help="Category, e.g. bottle (one of data.categories).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Training seed (one of seeds); default: the first.")]
+
+log = logging.getLogger("pfadseg")
+
+
+class ImageSource(StrEnum):
+    mvtec = "mvtec"
+    dtd = "dtd"
+
+
+class Acquirable(StrEnum):
+    images = "images"
+    textures = "textures"
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _config(params: Path, overrides: list[str] | None) -> Config:
+    _setup_logging()
+    try:
+        return load_config(params, overrides or ())
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1) from None
+
+
+@app.command()
+def acquire(
+    what: Annotated[Acquirable, typer.Argument(help="images (data.source) or textures (data.textures).")],
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """DVC stage: get the dataset or the anomaly-source textures as params.yaml says (download or generate)."""
+    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+
+    cfg = _config(params, set_)
+    try:
+        (acquire_images if what is Acquirable.images else acquire_textures)(cfg, Layout())
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def download(
+    dataset: Annotated[ImageSource, typer.Argument(help="mvtec (MVTec AD) or dtd (Describable Textures).")],
+    archive: Annotated[Path | None, typer.Option(help="Use an archive you already have (still checksummed).")] = None,
+    url: Annotated[str | None, typer.Option(help="Override the download URL of params.yaml.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Override the expected sha256 of params.yaml.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Download (or take --archive), verify sha256, safely extract and validate MVTec AD or DTD."""
+    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+
+    if dataset is ImageSource.mvtec:
+        cfg = _config(params, [*(set_ or []), "data.source=mvtec"])
+        run = acquire_images
+    else:
+        cfg = _config(params, [*(set_ or []), "data.textures=dtd"])
+        run = acquire_textures
+    try:
+        run(cfg, Layout(), archive=archive, url=url, sha256=sha256)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command("synth-data")
+def synth_data(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Generate the offline procedural dataset (MVTec layout) and DTD-layout textures at data.root/texture_root."""
+    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+
+    cfg = _config(params, [*(set_ or []), "data.source=synthetic", "data.textures=procedural"])
+    acquire_images(cfg, Layout())
+    acquire_textures(cfg, Layout())
+
+
+@app.command()
+def bank(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """DVC stage: precompute the synthetic anomaly bank (Perlin masks and textures)."""
+    from pfadseg.pipeline.bank import run_bank
+
+    cfg = _config(params, set_)
+    try:
+        run_bank(cfg, Layout())
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command("train-student")
+def train_student(
+    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
+) -> None:
+    """DVC stage: train the denoising student of one category (resumes from its last checkpoint)."""
+    from pfadseg.pipeline.train import run_train_student
+
+    cfg = _config(params, set_)
+    try:
+        run_train_student(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command("train-seg")
+def train_seg(
+    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
+) -> None:
+    """DVC stage: train the segmentation net of one category on the frozen student."""
+    from pfadseg.pipeline.train import run_train_seg
+
+    cfg = _config(params, set_)
+    try:
+        run_train_seg(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def evaluate(
+    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
+) -> None:
+    """DVC stage: evaluate one category's trained model on its test set (metrics, scores, maps, curves)."""
+    from pfadseg.pipeline.evaluate import run_evaluate
+
+    cfg = _config(params, set_)
+    try:
+        run_evaluate(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """DVC stage: render reports/tables.md and reports/figures/ from the runs that exist."""
+    from pfadseg.pipeline.report import run_report
+
+    cfg = _config(params, set_)
+    try:
+        run_report(cfg, Layout())
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def ablate(
+    run: Annotated[bool, typer.Option(help="Run the 7 experiments first (--no-run: only render).")] = True,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """PFADSeg Table 4: run the 7 switch combinations as DVC experiments, render reports/ablation.md."""
+    from pfadseg.pipeline.ablate import render_ablation_report, run_ablation_experiments
+
+    cfg = _config(params, set_)
+    try:
+        if run:
+            run_ablation_experiments(Layout(), set_ or ())
+        render_ablation_report(cfg, Layout())
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def profile(name: Annotated[str, typer.Argument(help="A profile in profiles/ (destseg, demo, ci) or a file.")]) -> None:
+    """Print a profile as `-S key=value` arguments, e.g. dvc exp run -n destseg $(pfadseg profile destseg)."""
+    import shlex
+
+    from pfadseg.config import profile_overrides
+
+    path = Path(name) if Path(name).suffix else Path("profiles") / f"{name}.yaml"
+    try:
+        overrides = profile_overrides(path)
+    except ConfigError as exc:
+        _fail(exc)
+    typer.echo(" ".join(f"-S {shlex.quote(o)}" for o in overrides))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the demo project (must not exist or be empty).")] = Path(
+        "demo-run"),
+) -> None:
+    """Offline demo: the whole DVC pipeline on procedural data with a random teacher (profiles/demo.yaml)."""
+    from pfadseg.config import profile_overrides
+    from pfadseg.pipeline.workspace import make_workspace, run_dvc
+
+    _setup_logging()
+    try:
+        make_workspace(Path.cwd(), workdir, profile_overrides(Path("profiles/demo.yaml")))
+        run_dvc(workdir, "repro", capture=False)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"demo finished: {workdir / 'reports' / 'tables.md'} and {workdir / 'reports' / 'figures'}")
+
+
+@bench_app.command("synth")
+def bench_synth_cmd(
+    batch_size: int = 16,
+    image_size: int = 256,
+    device: str = "auto",
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Samples/s of the per-sample DeSTSeg-style generator vs the bank + on-device composer."""
+    from pfadseg.bench.synth import bench_synth
+
+    bench_synth(_config(params, set_), image_size=image_size, batch_size=batch_size, device=device)
+
+
+@bench_app.command("models")
+def bench_models_cmd(
+    batch_size: int = 16,
+    image_size: int = 256,
+    device: str = "auto",
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Parameters, GFLOPs and forward time of the DeSTSeg baseline vs PFADSeg."""
+    from pfadseg.bench.models import bench_models
+
+    bench_models(_config(params, set_), image_size=image_size, batch_size=batch_size, device=device)
+
+
+@bench_app.command("metrics")
+def bench_metrics_cmd(n_images: int = 160, size: int = 256) -> None:
+    """Time of all metrics for one category vs a straightforward per-threshold implementation."""
+    from pfadseg.bench.metrics import bench_metrics
+
+    _setup_logging()
+    bench_metrics(n_images=n_images, size=size)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    batch_size: int = 16,
+    image_size: int = 256,
+    iterations: int = 5,
+    device: str = "auto",
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Iterations/s and peak memory of both training stages, baseline vs PFADSeg."""
+    from pfadseg.bench.train import bench_train
+
+    bench_train(_config(params, set_), image_size=image_size, batch_size=batch_size, iterations=iterations,
+                device=device)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,74 @@
+"""Test-set inference -> anomaly maps of both branches -> metrics (destseg-protocol.md 4.1-4.3)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pfadseg.config import EvalConfig
+from pfadseg.data.images import TestSet, normalize, to_tensor
+from pfadseg.metrics import MetricsError, evaluate_maps, image_scores
+from pfadseg.train.loop import autocast
+
+log = logging.getLogger(__name__)
+
+BRANCHES = ("seg", "dest")  # the segmentation output (DeSTSeg/PFADSeg) and the DeST product of cosine maps
+
+
+@dataclass(frozen=True)
+class BranchMaps:
+    """Anomaly maps N x H x W (float32) of both branches, at the evaluation size."""
+
+    seg: np.ndarray
+    dest: np.ndarray
+
+
+@torch.inference_mode()
+def infer_maps(
+    detector: nn.Module, images: np.ndarray, *, batch_size: int, device: torch.device, amp: bool
+) -> BranchMaps:
+    """Run the detector over uint8 N x H x W x 3 images in batches; no gradients, bf16 on CUDA when ``amp``."""
+    detector.eval()
+    seg_maps, dest_maps = [], []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(to_tensor(images[start : start + batch_size]).to(device))
+        with autocast(device, amp):
+            seg, dest = detector(batch)
+        seg_maps.append(seg[:, 0].float().cpu().numpy())
+        dest_maps.append(dest[:, 0].float().cpu().numpy())
+    return BranchMaps(np.concatenate(seg_maps), np.concatenate(dest_maps))
+
+
+def _check_finite(maps: np.ndarray, test_set: TestSet, branch: str) -> None:
+    bad = ~np.isfinite(maps).all(axis=(1, 2))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise MetricsError(f"{branch} map of {test_set.paths[first]} contains NaN or inf "
+                           f"({int(bad.sum())} image(s) affected); the model is broken, retrain it")
+
+
+def evaluate_branches(maps: BranchMaps, test_set: TestSet, cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """Metrics (with curves) of each branch on one category's test set."""
+    results = {}
+    for branch in BRANCHES:
+        branch_maps = getattr(maps, branch)
+        _check_finite(branch_maps, test_set, branch)
+        results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, aupro_mode=cfg.aupro_mode,
+                                        fpr_limit=cfg.aupro_fpr_limit, curves=True)
+    return results
+
+
+def score_table(maps: BranchMaps, test_set: TestSet, top_k: int) -> list[dict[str, Any]]:
+    """One row per test image: path, defect folder, labels and the image score of each branch."""
+    scores = {branch: image_scores(getattr(maps, branch), top_k) for branch in BRANCHES}
+    return [
+        {"path": str(path), "defect": defect, "label": int(label), "folder_label": int(folder_label),
+         **{f"score_{b}": float(scores[b][i]) for b in BRANCHES}}
+        for i, (path, defect, label, folder_label) in enumerate(
+            zip(test_set.paths, test_set.defects, test_set.labels, test_set.folder_labels, strict=True))
+    ]

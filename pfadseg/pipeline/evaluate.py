@@ -1,0 +1,88 @@
+"""DVC stage ``evaluate@<category>``: metrics JSON, per-image scores, maps for the figures, curves for plots."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfadseg.config import Config
+from pfadseg.data.images import load_test_set
+from pfadseg.data.layout import scan_category
+from pfadseg.evaluate import BRANCHES, evaluate_branches, infer_maps, score_table
+from pfadseg.fsio import atomic_path, write_json
+from pfadseg.models.detector import AnomalyDetector
+from pfadseg.paths import Layout
+from pfadseg.pipeline.train import check_run, load_segnet, load_student, load_teacher, teacher_record
+from pfadseg.train.loop import configure_backends, resolve_device
+
+log = logging.getLogger(__name__)
+
+EVAL_PARAMS: tuple[str, ...] = ("seed", "data.image_size", "model", "train.device", "train.amp",
+                                "train.channels_last", "eval")
+
+
+def load_detector(
+    cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
+) -> tuple[AnomalyDetector, dict[str, dict[str, Any]]]:
+    """Teacher, trained student and segmentation net of one run as one eval-mode module, and their metadata."""
+    student, student_meta = load_student(cfg, layout, category, seed, device)
+    segnet, seg_meta = load_segnet(cfg, layout, category, seed, device)
+    detector = AnomalyDetector(load_teacher(cfg, device), student, segnet).eval()
+    return detector, {"student": student_meta, "seg": seg_meta}
+
+
+def _write_curves(directory: Path, results: dict[str, dict[str, Any]]) -> None:
+    for branch, metrics in results.items():
+        for name, curve in metrics.get("curves", {}).items():
+            columns = list(curve)
+            with atomic_path(directory / f"{branch}_{name}.csv") as tmp, tmp.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(columns)
+                writer.writerows(zip(*(curve[c] for c in columns), strict=True))
+
+
+def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
+    """Evaluate one trained run of ``category`` on its test set; write metrics, scores, maps and curves."""
+    check_run(cfg, category, seed)
+    device = resolve_device(cfg.train.device)
+    configure_backends(device)
+    began = time.perf_counter()
+    test_set = load_test_set(scan_category(Path(cfg.data.root), category), cfg.data.image_size)
+    detector, meta = load_detector(cfg, layout, category, seed, device)
+    maps = infer_maps(detector, test_set.images, batch_size=cfg.eval.batch_size, device=device, amp=cfg.train.amp)
+    results = evaluate_branches(maps, test_set, cfg.eval)
+    wall = time.perf_counter() - began
+
+    summary: dict[str, Any] = {
+        "category": category,
+        "run_seed": seed,
+        "variant": cfg.model.variant,
+        "n_test": len(test_set.paths),
+        "n_anomalous": int(test_set.labels.sum()),
+        "teacher": teacher_record(cfg),
+        "device": str(device),
+        "wall_time_s": {"student": round(meta["student"]["wall_time_s"], 3),
+                        "seg": round(meta["seg"]["wall_time_s"], 3), "evaluate": round(wall, 3)},
+    }
+    for branch in BRANCHES:
+        summary[branch] = {k: v for k, v in results[branch].items() if k != "curves"}
+    write_json(layout.metrics(category, seed), summary)
+
+    rows = score_table(maps, test_set, cfg.eval.top_k)
+    with atomic_path(layout.scores(category, seed)) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    with atomic_path(layout.maps(category, seed)) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, seg=maps.seg.astype(np.float16), dest=maps.dest.astype(np.float16),
+                            masks=test_set.masks, paths=np.array([str(p) for p in test_set.paths]))
+    _write_curves(layout.plots(category, seed), results)
+    log.info("evaluate %s seed %d: seg image AUROC %.4f, pixel AP %.4f, IAP %.4f (%.1f s)", category, seed,
+             results["seg"]["image_auroc"], results["seg"]["pixel_ap"], results["seg"]["iap"], wall)

@@ -1,0 +1,1 @@
+"""Reports: the papers' numbers, tables, figures and the ablation grid."""

@@ -1,0 +1,140 @@
+"""reports/ablation.md: PFADSeg Table 4 (seven switch combinations) from DVC experiments, beside the paper."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from pfadseg.fsio import atomic_path
+from pfadseg.report.paper import paper_numbers
+from pfadseg.report.tables import NOT_RUN, Provenance, Stat, aggregate, render_provenance, signed_delta
+
+METRICS = (("image_auroc", "Image AUROC"), ("pixel_ap", "Pixel AP"), ("iap", "IAP"))
+SWITCHES = ("use_rcm", "use_aff", "use_pcar")
+_METRICS_FILE = re.compile(r"(?:^|/)metrics/(?P<category>[^/]+)/seed(?P<seed>\d+)\.json$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of Table 4: which modules are on, and the paper's (image AUROC, pixel AP, IAP)."""
+
+    row: int
+    rcm: bool
+    aff: bool
+    pcar: bool
+    paper: tuple[float, float, float]
+
+    @property
+    def name(self) -> str:
+        """Experiment name, e.g. ``ablation-5-rcm-pcar``."""
+        parts = [n for n, on in (("rcm", self.rcm), ("aff", self.aff), ("pcar", self.pcar)) if on]
+        return f"ablation-{self.row}-{'-'.join(parts) or 'none'}"
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``-S`` values that select this variant."""
+        return [f"model.use_rcm={str(self.rcm).lower()}", f"model.use_aff={str(self.aff).lower()}",
+                f"model.use_pcar={str(self.pcar).lower()}"]
+
+
+def variants() -> list[Variant]:
+    """The paper's seven rows (row 1 is the DeSTSeg baseline, row 7 full PFADSeg)."""
+    return [Variant(r["row"], r["rcm"], r["aff"], r["pcar"], tuple(r["values"])) for r in paper_numbers().ablation]
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """A DVC experiment's (or commit's) switches and its per-category metrics JSONs."""
+
+    name: str
+    switches: tuple[bool, bool, bool]  # (rcm, aff, pcar)
+    runs: dict[str, list[dict[str, Any]]]
+
+
+def _entries(exp_show: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for entry in exp_show:
+        if entry.get("rev") != "workspace":
+            yield entry
+        for exp in entry.get("experiments") or []:
+            yield from exp.get("revs", [])
+
+
+def parse_exp_show(exp_show: list[dict[str, Any]]) -> list[ExperimentResult]:
+    """Experiments of ``dvc exp show --json`` that carry model switches and per-category metrics."""
+    results = []
+    for entry in _entries(exp_show):
+        data = entry.get("data") or {}
+        model = (data.get("params", {}).get("params.yaml", {}).get("data", {}) or {}).get("model", {})
+        if not all(isinstance(model.get(s), bool) for s in SWITCHES):
+            continue
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for path, metrics in (data.get("metrics") or {}).items():
+            if (match := _METRICS_FILE.search(path)) and metrics.get("data"):
+                runs.setdefault(match["category"], []).append(metrics["data"])
+        if runs:
+            results.append(ExperimentResult(entry.get("name") or entry.get("rev", "?")[:7],
+                                            tuple(model[s] for s in SWITCHES), runs))  # type: ignore[arg-type]
+    return results
+
+
+def pick(results: list[ExperimentResult], variant: Variant) -> ExperimentResult | None:
+    """The experiment named after ``variant``, else the first one with its switches."""
+    matching = [r for r in results if r.switches == (variant.rcm, variant.aff, variant.pcar)]
+    named = [r for r in matching if r.name == variant.name]
+    return (named or matching or [None])[0]
+
+
+def mean_over_categories(result: ExperimentResult, metric: str) -> Stat | None:
+    """Plain mean over categories (each category first averaged over its seeds), in percent."""
+    stats = [s for runs in result.runs.values() if (s := aggregate(runs, "seg", metric)) is not None]
+    if not stats:
+        return None
+    return Stat(float(np.mean([s.mean for s in stats])), 0.0, 1)
+
+
+def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
+    """Table 4 layout: our means beside the paper's rows, with signed differences."""
+    mark = {True: "✓", False: ""}
+    header = "| Row | RCM | AFF | PCAR | Experiment | Categories | " + " | ".join(
+        f"{t} ours | paper | Δ" for _, t in METRICS) + " |"
+    lines = [*render_provenance(prov, "pfadseg ablation (PFADSeg Table 4)"),
+             "Means over the categories each experiment ran, in percent (segmentation branch). The paper's "
+             "module sets per row are inferred (its check marks were lost); row 1 is DeSTSeg, row 7 PFADSeg.", "",
+             header, "|" + "---|" * (6 + 3 * len(METRICS))]
+    for variant in variants():
+        found = pick(results, variant)
+        cells = [str(variant.row), mark[variant.rcm], mark[variant.aff], mark[variant.pcar]]
+        cells += [found.name, str(len(found.runs))] if found else [NOT_RUN, "0"]
+        for (metric, _), paper in zip(METRICS, variant.paper, strict=True):
+            ours = mean_over_categories(found, metric) if found else None
+            cells += [str(ours) if ours else NOT_RUN, f"{paper:.1f}", signed_delta(ours, paper)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
+def ablation_chart(results: list[ExperimentResult], path: Path) -> None:
+    """Grouped bars per metric: ours and the paper's value for each of the seven rows."""
+    rows = variants()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8), squeeze=False)
+    x = np.arange(len(rows))
+    for ax, (i, (metric, title)) in zip(axes[0], enumerate(METRICS), strict=True):
+        found = [pick(results, v) for v in rows]
+        ours = [(s.mean if (r and (s := mean_over_categories(r, metric))) else np.nan) for r in found]
+        ax.bar(x - 0.2, ours, width=0.4, label="ours")
+        ax.bar(x + 0.2, [v.paper[i] for v in rows], width=0.4, label="paper")
+        ax.set_xticks(x, [v.name.removeprefix(f"ablation-{v.row}-") for v in rows], rotation=45, ha="right",
+                      fontsize=7)
+        ax.set_title(title)
+    axes[0, 0].legend()
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)

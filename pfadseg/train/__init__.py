@@ -1,0 +1,1 @@
+"""Training: losses, the shared loop, and the student and segmentation stages."""

@@ -1,0 +1,47 @@
+"""Training losses of DeSTSeg/PFADSeg (destseg-protocol.md 3.3; PFADSeg §3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from pfadseg.models.anomaly_map import cosine_distance_maps
+
+
+def cosine_distillation_loss(
+    student_feats: Sequence[torch.Tensor],
+    teacher_feats: Sequence[torch.Tensor],
+    reduction: Literal["sum", "mean"],
+) -> torch.Tensor:
+    """Sum over levels of the per-image spatial mean of (1 - cos); summed (reference code) or averaged over the batch.
+
+    The reference code sums over the batch, so its gradient is B times the paper's per-image Eq. 4: with
+    SGD this is a B-fold learning-rate difference, hence the named option.
+    """
+    total = torch.zeros((), device=student_feats[0].device, dtype=torch.float32)
+    for dist in cosine_distance_maps(student_feats, teacher_feats):  # each B x 1 x h x w
+        per_image = dist.float().mean(dim=(1, 2, 3))
+        total = total + (per_image.sum() if reduction == "sum" else per_image.mean())
+    return total
+
+
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Binary focal loss on probabilities, no alpha, mean over all elements (log clamped at -100 as BCE)."""
+    probs, target = probs.float(), target.float()
+    bce = F.binary_cross_entropy(probs, target, reduction="none")
+    p_t = probs * target + (1 - probs) * (1 - target)
+    return ((1 - p_t).pow(gamma) * bce).mean()
+
+
+def l1_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between the probability map and the binary target."""
+    return (probs.float() - target.float()).abs().mean()
+
+
+def seg_target(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mask B x 1 x H x W -> B x 1 x h x w target: bilinear (align_corners=False, no antialias), then >= 0.5."""
+    small = F.interpolate(mask.float(), size=size, mode="bilinear", align_corners=False)
+    return (small >= 0.5).float()

@@ -1,0 +1,59 @@
+"""Stage 2: train the segmentation net on the frozen teacher/student pair (PFADSeg §3.3-3.4; focal + L1)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from pfadseg.config import SegTrainConfig
+from pfadseg.models.anomaly_map import seg_input
+from pfadseg.synth.composer import BatchComposer
+from pfadseg.train.losses import focal_loss, l1_loss, seg_target
+
+
+def seg_optimizer(segnet: nn.Module, cfg: SegTrainConfig) -> torch.optim.Optimizer:
+    """SGD with two groups: residual blocks at lr_res, the head (ASPP or RCM and the classifier) at lr_head."""
+    return torch.optim.SGD(
+        [{"params": segnet.res.parameters(), "lr": cfg.lr_res},
+         {"params": segnet.head.parameters(), "lr": cfg.lr_head}],
+        lr=cfg.lr_head, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+    )
+
+
+def seg_step_fn(
+    teacher: nn.Module,
+    student: nn.Module,
+    segnet: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    composer: BatchComposer,
+    cfg: SegTrainConfig,
+    amp: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Callable[[int], dict[str, torch.Tensor]]:
+    """One step: both frozen networks see the synthetic image; the seg net learns its mask at 1/4 size.
+
+    The student is in eval mode and detached: the reference code leaves it attached but never steps it,
+    which gives the same result with more memory (destseg-protocol.md 2.5).
+    """
+    student.eval()
+    segnet.train()
+
+    def step(_: int) -> dict[str, torch.Tensor]:
+        batch = composer.sample(cfg.batch_size)
+        with amp():
+            with torch.no_grad():
+                features = seg_input(student(batch["img_aug"]), teacher(batch["img_aug"]))
+            probs = segnet(features)
+        target = seg_target(batch["mask"], probs.shape[-2:])
+        focal = focal_loss(probs, target, cfg.focal_gamma)
+        l1 = l1_loss(probs, target)
+        loss = cfg.focal_weight * focal + cfg.l1_weight * l1
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach(), "focal": focal.detach(), "l1": l1.detach()}
+
+    return step

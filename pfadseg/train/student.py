@@ -1,0 +1,44 @@
+"""Stage 1: distil the teacher into the denoising student on synthetic anomalies (PFADSeg §3.4, Eq. 4)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from pfadseg.config import StudentTrainConfig
+from pfadseg.synth.composer import BatchComposer
+from pfadseg.train.losses import cosine_distillation_loss
+
+
+def student_optimizer(student: nn.Module, cfg: StudentTrainConfig) -> torch.optim.Optimizer:
+    """SGD over all student parameters (encoder included), as the reference code."""
+    return torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def student_step_fn(
+    teacher: nn.Module,
+    student: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    composer: BatchComposer,
+    cfg: StudentTrainConfig,
+    amp: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> Callable[[int], dict[str, torch.Tensor]]:
+    """One step: teacher sees the clean image, student the synthetic anomaly; cosine loss on 3 levels."""
+    student.train()
+
+    def step(_: int) -> dict[str, torch.Tensor]:
+        batch = composer.sample(cfg.batch_size)
+        with amp():
+            with torch.no_grad():
+                target = teacher(batch["img_origin"])
+            loss = cosine_distillation_loss(student(batch["img_aug"]), target, cfg.loss_reduction)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    return step

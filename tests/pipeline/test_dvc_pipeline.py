@@ -1,0 +1,58 @@
+"""The whole DVC pipeline on the CI profile, then ablation experiments that reuse what they can."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pfadseg.config import profile_overrides
+from pfadseg.pipeline.workspace import make_workspace, run_dvc
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = make_workspace(REPO, tmp_path_factory.mktemp("ws") / "project", profile_overrides(REPO / "profiles/ci.yaml"))
+    run_dvc(ws, "repro")
+    return ws
+
+
+def _ran(output: str, stage: str) -> bool:
+    return re.search(rf"Running stage '{re.escape(stage)}", output) is not None
+
+
+def test_repro_builds_every_output_and_a_complete_report(workspace: Path) -> None:
+    tables = (workspace / "reports/tables.md").read_text()
+    for title in ("Table 1", "Table 2", "Table 3", "Extra"):
+        assert f"## {title}" in tables
+    assert "SYNTHETIC DATA" in tables and "RANDOM TEACHER" in tables
+    for category in ("bottle", "carpet"):
+        row = next(line for line in tables.splitlines() if line.startswith(f"| {category} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(cells[:2]) and "not run" not in cells
+        metrics = json.loads((workspace / f"metrics/{category}/seed0.json").read_text())
+        assert 0.0 <= metrics["seg"]["image_auroc"] <= 1.0 and metrics["n_test"] == 3 + 2 * 2
+    assert (workspace / "reports/figures/examples_bottle.png").stat().st_size > 1000
+
+
+def test_second_repro_does_nothing(workspace: Path) -> None:
+    out = run_dvc(workspace, "repro").stdout
+    assert "Running stage" not in out, out
+
+
+def test_rcm_ablation_reuses_every_student(workspace: Path) -> None:
+    out = run_dvc(workspace, "exp", "run", "-n", "no-rcm", "-S", "model.use_rcm=false").stdout
+    assert not _ran(out, "train_student@"), out
+    assert _ran(out, "train_seg@bottle-0") and _ran(out, "evaluate@carpet-0")
+    shown = json.loads(run_dvc(workspace, "exp", "show", "--json").stdout)
+    assert "no-rcm" in json.dumps(shown)
+
+
+def test_pcar_ablation_retrains_the_students(workspace: Path) -> None:
+    out = run_dvc(workspace, "exp", "run", "-n", "no-pcar", "-S", "model.use_pcar=false").stdout
+    assert _ran(out, "train_student@bottle-0") and _ran(out, "train_student@carpet-0"), out

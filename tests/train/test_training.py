@@ -1,0 +1,157 @@
+"""Both training stages on the offline dataset: learning, determinism, resume, NaN guard, provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, load_model_file
+from pfadseg.config import Config
+from pfadseg.paths import Layout
+from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.bank import run_bank
+from pfadseg.pipeline.train import run_train_seg, run_train_student
+from pfadseg.train import loop as loop_module
+from pfadseg.train.loop import NonFiniteLossError
+
+RANDOM_TEACHER = "model.teacher_weights=random"
+# The plain DeSTSeg networks are half the size of PFADSeg's: loop semantics are tested on them, for speed.
+BASELINE = ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., Config]) -> Path:
+    """A project directory with the tiny offline dataset, textures and bank, as the DVC stages leave it."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config("data.source=synthetic", "data.textures=procedural", RANDOM_TEACHER)
+    acquire_images(cfg, Layout(), progress=False)
+    acquire_textures(cfg, Layout(), progress=False)
+    run_bank(cfg, Layout(), progress=False)
+    return tmp_path
+
+
+def _cfg(tiny_config: Callable[..., Config], *overrides: str) -> Config:
+    return tiny_config("data.source=synthetic", "data.textures=procedural", RANDOM_TEACHER, *overrides)
+
+
+def _state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
+    return load_model_file(path, fmt)["state_dict"]
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_both_stages_run_and_record_provenance(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
+    meta = load_model_file(Layout().seg("bottle", 0), SEG_FORMAT)["meta"]
+    assert meta["teacher"]["weights"] == "random" and "seed" in meta["teacher"]
+    assert meta["stage_params"]["model.use_rcm"] is True and meta["device"] == "cpu"
+    assert meta["rcm_layer_scale"] > 0 and meta["wall_time_s"] > 0
+    assert set(meta["final_losses"]) == {"loss", "focal", "l1"}
+    assert not Layout().checkpoints("bottle", 0).joinpath("seg.ckpt").exists(), "finished runs leave no checkpoint"
+    curve = Path("dvclive/bottle/seed0/seg/plots/metrics/seg/loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t")[0] == "step" and len(curve) == 1 + cfg.train.seg.iterations
+
+
+def test_losses_go_down(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config, "train.student.iterations=16", "train.seg.iterations=16", "train.log_every=4",
+               "train.checkpoint_every=100")
+    run_train_student(cfg, Layout(), "carpet", 0, progress=False)
+    run_train_seg(cfg, Layout(), "carpet", 0, progress=False)
+    for stage in ("student", "seg"):
+        rows = Path(f"dvclive/carpet/seed0/{stage}/plots/metrics/{stage}/loss.tsv").read_text().splitlines()[1:]
+        values = [float(r.split("\t")[-1]) for r in rows]
+        assert values[-1] < values[0], f"{stage} loss did not decrease: {values}"
+
+
+def test_same_seed_gives_identical_weights(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=3")
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    first = _state(Layout().student("bottle", 0), STUDENT_FORMAT)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    assert _equal(first, _state(Layout().student("bottle", 0), STUDENT_FORMAT))
+    other = _cfg(tiny_config, *BASELINE, "train.student.iterations=3", "seeds=[0,1]")
+    run_train_student(other, Layout(), "bottle", 1, progress=False)
+    assert not _equal(first, _state(Layout().student("bottle", 1), STUDENT_FORMAT))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    workspace: Path, tiny_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=5", "train.checkpoint_every=2")
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    uninterrupted = _state(Layout().student("bottle", 0), STUDENT_FORMAT)
+    Layout().student("bottle", 0).unlink()
+
+    original_run = loop_module.TrainLoop.run
+
+    def crash_at_step_3(self: loop_module.TrainLoop, step_fn: Callable[[int], dict]) -> object:
+        def failing(step: int) -> dict:
+            if step == 3:
+                raise KeyboardInterrupt
+            return step_fn(step)
+
+        return original_run(self, failing)
+
+    monkeypatch.setattr(loop_module.TrainLoop, "run", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    checkpoint = Layout().checkpoints("bottle", 0) / "student.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    assert not Layout().student("bottle", 0).exists(), "an interrupted run writes no model file"
+
+    monkeypatch.setattr(loop_module.TrainLoop, "run", original_run)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    meta = load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)["meta"]
+    assert meta["resumed_from"] == 2
+    assert _equal(uninterrupted, _state(Layout().student("bottle", 0), STUDENT_FORMAT))
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=3")
+    checkpoint = Layout().checkpoints("bottle", 0) / "student.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"format": loop_module.CHECKPOINT_FORMAT, "fingerprint": "other", "step": 2}, checkpoint)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    assert load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)["meta"]["resumed_from"] == 0
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    workspace: Path, tiny_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pfadseg.train.student as student_module
+
+    real_loss = student_module.cosine_distillation_loss
+    calls = {"n": 0}
+
+    def poisoned(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(student_module, "cosine_distillation_loss", poisoned)
+    cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=6", "train.checkpoint_every=2",
+               "train.log_every=1")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3; the last good checkpoint .* is kept"):
+        run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    checkpoint = torch.load(Layout().checkpoints("bottle", 0) / "student.ckpt", weights_only=True)
+    assert checkpoint["step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["modules"]["student"].values() if v.is_floating_point())
+    assert not Layout().student("bottle", 0).exists()
+
+
+def test_seg_stage_refuses_a_student_of_another_teacher(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config, *BASELINE)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    other_teacher = workspace / "teacher.pt"
+    torch.save(resnet18(weights=None).state_dict(), other_teacher)
+    with pytest.raises(ValueError, match="trained with teacher"):
+        run_train_seg(_cfg(tiny_config, *BASELINE, f"model.teacher_weights={other_teacher}"), Layout(), "bottle", 0,
+                      progress=False)
