@@ -105,7 +105,7 @@ def download(
 
 @app.command("synth-data")
 def synth_data(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Generate the offline procedural dataset (MVTec layout) and DTD-layout textures at data.root/texture_root."""
+    """Generate the offline procedural dataset (MVTec layout) and DTD-like textures into data/raw/."""
     from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 
     cfg = _config(params, [*(set_ or []), "data.source=synthetic", "data.textures=procedural"])

@@ -65,9 +65,8 @@ class ProceduralTexturesConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["mvtec", "synthetic", "folder"]
-    root: str
+    root: str | None
     textures: Literal["dtd", "procedural"]
-    texture_root: str
     image_size: int = num(32, 1024)
     categories: list[str]
     mvtec: ArchiveConfig
@@ -83,6 +82,8 @@ class DataConfig:
         if self.image_size % 32:
             raise ConfigError(f"{key}.image_size: must be a multiple of 32 (the student reaches 1/32), "
                               f"got {self.image_size}")
+        if self.source == "folder" and not self.root:
+            raise ConfigError(f"{key}.root: required when data.source is folder (your dataset in MVTec layout)")
         if self.source != "folder":
             unknown = [c for c in self.categories if c not in MVTEC_CATEGORIES]
             if unknown:

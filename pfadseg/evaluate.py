@@ -12,7 +12,7 @@ from torch import nn
 
 from pfadseg.config import EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
-from pfadseg.metrics import MetricsError, evaluate_maps, image_scores
+from pfadseg.metrics import MetricsError, evaluate_maps, image_auroc, image_scores
 from pfadseg.train.loop import autocast
 
 log = logging.getLogger(__name__)
@@ -52,19 +52,33 @@ def _check_finite(maps: np.ndarray, test_set: TestSet, branch: str) -> None:
                            f"({int(bad.sum())} image(s) affected); the model is broken, retrain it")
 
 
-def evaluate_branches(maps: BranchMaps, test_set: TestSet, cfg: EvalConfig) -> dict[str, dict[str, Any]]:
-    """Metrics (with curves) of each branch on one category's test set."""
+PIXEL_SKIPPED = "skipped: ground-truth masks missing"
+
+
+def evaluate_branches(
+    maps: BranchMaps, test_set: TestSet, cfg: EvalConfig, *, pixel_level: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Metrics (with curves) of each branch on one category's test set.
+
+    Without complete ground-truth masks (``pixel_level=False``, a custom folder), only the image AUROC is
+    computed, from the folder labels, and the result says which metrics were skipped.
+    """
     results = {}
     for branch in BRANCHES:
         branch_maps = getattr(maps, branch)
         _check_finite(branch_maps, test_set, branch)
-        results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, aupro_mode=cfg.aupro_mode,
-                                        fpr_limit=cfg.aupro_fpr_limit, curves=True)
+        if pixel_level:
+            results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k,
+                                            aupro_mode=cfg.aupro_mode, fpr_limit=cfg.aupro_fpr_limit, curves=True)
+        else:
+            scores = image_scores(branch_maps, cfg.top_k)
+            results[branch] = {"image_auroc": image_auroc(scores, test_set.folder_labels), "top_k": cfg.top_k,
+                               "pixel_metrics": PIXEL_SKIPPED}
     return results
 
 
 def score_table(maps: BranchMaps, test_set: TestSet, top_k: int) -> list[dict[str, Any]]:
-    """One row per test image: path, defect folder, labels and the image score of each branch."""
+    """One row per test image: path, defect folder, labels (from the mask and the folder) and branch scores."""
     scores = {branch: image_scores(getattr(maps, branch), top_k) for branch in BRANCHES}
     return [
         {"path": str(path), "defect": defect, "label": int(label), "folder_label": int(folder_label),

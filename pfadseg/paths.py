@@ -17,6 +17,16 @@ class Layout:
         return self.root / "data" / "archives"
 
     @property
+    def images(self) -> Path:
+        """The dataset every stage reads, in MVTec layout (the acquire_images output)."""
+        return self.root / "data" / "raw" / "images"
+
+    @property
+    def textures(self) -> Path:
+        """Anomaly-source textures, ``<class>/<image>`` (the acquire_textures output)."""
+        return self.root / "data" / "raw" / "textures"
+
+    @property
     def images_manifest(self) -> Path:
         return self.root / "data" / "raw" / "images_manifest.json"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pfadseg.data.layout import (
     check_mvtec_counts,
     find_dataset_root,
     find_texture_root,
+    scan_category,
     texture_manifest,
 )
 from pfadseg.data.procedural import make_procedural_textures, make_synthetic_mvtec
@@ -50,6 +52,14 @@ def _archive_record(spec: ArchiveConfig, archive: Path) -> dict[str, str]:
     return {"url": spec.url, "file": archive.name, "sha256": spec.sha256.lower()}
 
 
+def _copy_folder(source: Path, categories: list[str], work: Path) -> list[Path]:
+    """Copy the categories of a user's MVTec-layout folder into ``work`` (masks may be missing)."""
+    for category in categories:
+        scan_category(source, category, masks_required=False)  # fail early, naming what is missing
+        shutil.copytree(source / category, work / category)
+    return [work / category for category in categories]
+
+
 def _mvtec_manifest(root: Path, categories: list[str]) -> dict[str, Any]:
     """Counts of an extracted MVTec AD copy, checked against the official ones when all 15 are used."""
     manifest = build_manifest(root, categories)
@@ -62,9 +72,9 @@ def acquire_images(
     cfg: Config, layout: Layout, *, archive: Path | None = None, url: str | None = None,
     sha256: str | None = None, progress: bool = True,
 ) -> Path:
-    """Put the dataset of ``data.source`` at ``data.root`` (MVTec layout) and write the images manifest."""
+    """Put the dataset of ``data.source`` at ``layout.images`` (MVTec layout) and write the images manifest."""
     data = cfg.data
-    root = Path(data.root)
+    root = layout.images
     categories = list(data.categories)
     record: dict[str, Any] = {"source": data.source, "root": data.root}
     if data.source == "mvtec":
@@ -83,7 +93,10 @@ def acquire_images(
                               lambda tmp: build_manifest(tmp, categories))
         record.update({key: summary[key] for key in ("seed", "image_size")})
     else:
-        counts = build_manifest(root, categories)
+        source = Path(str(data.root))
+        with _workdir(root) as work:
+            counts = _install(_copy_folder(source, categories, work / "copy"), root,
+                              lambda tmp: build_manifest(tmp, categories, masks_required=False))
     record.update(counts)
     write_json(layout.images_manifest, record)
     log.info("%s: %d categories, %d train and %d test images (%s)", root, len(categories),
@@ -95,10 +108,10 @@ def acquire_textures(
     cfg: Config, layout: Layout, *, archive: Path | None = None, url: str | None = None,
     sha256: str | None = None, progress: bool = True,
 ) -> Path:
-    """Put the anomaly-source textures of ``data.textures`` at ``data.texture_root`` (``<class>/*.jpg``)."""
+    """Put the anomaly-source textures of ``data.textures`` at ``layout.textures`` (``<class>/*.jpg``)."""
     data = cfg.data
-    root = Path(data.texture_root)
-    record: dict[str, Any] = {"source": data.textures, "root": data.texture_root}
+    root = layout.textures
+    record: dict[str, Any] = {"source": data.textures}
     with _workdir(root) as work:
         if data.textures == "dtd":
             spec = with_overrides(data.dtd, url, sha256)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pfadseg.config import Config
 from pfadseg.paths import Layout
 from pfadseg.synth.bank import BANK_PARAMS, build_bank
@@ -12,5 +10,5 @@ __all__ = ["BANK_PARAMS", "run_bank"]
 
 
 def run_bank(cfg: Config, layout: Layout, *, progress: bool = True) -> None:
-    """Build ``layout.bank`` (masks.npy, textures.npy, bank.json) from the textures in data.texture_root."""
-    build_bank(cfg, Path(cfg.data.texture_root), layout.bank, progress=progress)
+    """Build ``layout.bank`` (masks.npy, textures.npy, bank.json) from the textures in ``layout.textures``."""
+    build_bank(cfg, layout.textures, layout.bank, progress=progress)

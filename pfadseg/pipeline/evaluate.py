@@ -14,7 +14,7 @@ import torch
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import scan_category
-from pfadseg.evaluate import BRANCHES, evaluate_branches, infer_maps, score_table
+from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_table
 from pfadseg.fsio import atomic_path, write_json
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.paths import Layout
@@ -23,7 +23,7 @@ from pfadseg.train.loop import configure_backends, resolve_device
 
 log = logging.getLogger(__name__)
 
-EVAL_PARAMS: tuple[str, ...] = ("seed", "data.image_size", "model", "train.device", "train.amp",
+EVAL_PARAMS: tuple[str, ...] = ("seed", "data.source", "data.image_size", "model", "train.device", "train.amp",
                                 "train.channels_last", "eval")
 
 
@@ -53,10 +53,12 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     device = resolve_device(cfg.train.device)
     configure_backends(device)
     began = time.perf_counter()
-    test_set = load_test_set(scan_category(Path(cfg.data.root), category), cfg.data.image_size)
+    files = scan_category(layout.images, category, masks_required=cfg.data.source != "folder")
+    pixel_level = all(item.mask is not None for item in files.test if item.label)
+    test_set = load_test_set(files, cfg.data.image_size)
     detector, meta = load_detector(cfg, layout, category, seed, device)
     maps = infer_maps(detector, test_set.images, batch_size=cfg.eval.batch_size, device=device, amp=cfg.train.amp)
-    results = evaluate_branches(maps, test_set, cfg.eval)
+    results = evaluate_branches(maps, test_set, cfg.eval, pixel_level=pixel_level)
     wall = time.perf_counter() - began
 
     summary: dict[str, Any] = {
@@ -64,7 +66,8 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
         "run_seed": seed,
         "variant": cfg.model.variant,
         "n_test": len(test_set.paths),
-        "n_anomalous": int(test_set.labels.sum()),
+        "n_anomalous": int((test_set.labels if pixel_level else test_set.folder_labels).sum()),
+        "pixel_level": pixel_level,
         "teacher": teacher_record(cfg),
         "device": str(device),
         "wall_time_s": {"student": round(meta["student"]["wall_time_s"], 3),
@@ -84,5 +87,6 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
         np.savez_compressed(fh, seg=maps.seg.astype(np.float16), dest=maps.dest.astype(np.float16),
                             masks=test_set.masks, paths=np.array([str(p) for p in test_set.paths]))
     _write_curves(layout.plots(category, seed), results)
-    log.info("evaluate %s seed %d: seg image AUROC %.4f, pixel AP %.4f, IAP %.4f (%.1f s)", category, seed,
-             results["seg"]["image_auroc"], results["seg"]["pixel_ap"], results["seg"]["iap"], wall)
+    seg = results["seg"]
+    log.info("evaluate %s seed %d: seg image AUROC %.4f, pixel AP %s, IAP %s (%.1f s)", category, seed,
+             seg["image_auroc"], seg.get("pixel_ap", PIXEL_SKIPPED), seg.get("iap", PIXEL_SKIPPED), wall)

@@ -67,6 +67,10 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
                         "numbers are not comparable with the paper.")
     if textures.get("source", cfg.data.textures) == "procedural":
         warnings.append("Anomaly sources are procedural textures, not DTD.")
+    no_masks = sorted(c for c, rs in runs.items() if any(r.get("pixel_level") is False for r in rs))
+    if no_masks:
+        warnings.append(f"Pixel-level metrics skipped (no ground-truth masks): {', '.join(no_masks)}; their "
+                        "image AUROC uses the folder labels.")
     if len(teachers) > 1:
         warnings.append(f"Runs used different teachers: {sorted(teachers)}.")
     lines = {

@@ -6,7 +6,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 # The params each stage reads: dvc.yaml lists exactly these (tests/pipeline checks it), so an ablation that
 # changes only model.use_rcm restores every student from DVC's run cache.
 _COMMON_PARAMS: tuple[str, ...] = (
-    "seed", "data.image_size", "bank.opacity_min", "bank.opacity_max", "model.use_aff", "model.use_pcar",
+    "seed", "data.source", "data.image_size", "bank.opacity_min", "bank.opacity_max", "model.use_aff", "model.use_pcar",
     "model.teacher_weights", "model.aff", "model.spr", "model.pcar", "model.decoder_upsample", "train.device",
     "train.amp", "train.channels_last", "train.compile", "train.checkpoint_every", "train.log_every",
     "train.augment",
@@ -83,9 +82,9 @@ def _same_teacher(stored: dict[str, Any], current: dict[str, Any]) -> bool:
     return all(stored.get(k) == current.get(k) for k in ("sha256", "seed"))
 
 
-def train_images(cfg: Config, category: str) -> np.ndarray:
+def train_images(cfg: Config, layout: Layout, category: str) -> np.ndarray:
     """The category's normal training images, decoded and resized once: uint8 N x H x W x 3."""
-    files = scan_category(Path(cfg.data.root), category)
+    files = scan_category(layout.images, category, masks_required=cfg.data.source != "folder")
     return load_images(files.train, cfg.data.image_size)
 
 
@@ -122,7 +121,7 @@ def run_train_student(cfg: Config, layout: Layout, category: str, seed: int, *, 
     with _seeded(derive_seed(seed, category, "student", "init")):
         student = prepare_module(build_student(cfg.model), device, cfg.train)
     generator = torch_generator(seed, category, "student", "batches", device=device)
-    composer = make_composer(cfg, category, train_images(cfg, category), bank, device, generator)
+    composer = make_composer(cfg, category, train_images(cfg, layout, category), bank, device, generator)
     optimizer = student_optimizer(student, cfg.train.student)
     run_id = fingerprint({"stage": "student", "category": category, "run_seed": seed,
                           **select_params(cfg, STUDENT_PARAMS)})
@@ -188,7 +187,7 @@ def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     with _seeded(derive_seed(seed, category, "seg", "init")):
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
     generator = torch_generator(seed, category, "seg", "batches", device=device)
-    composer = make_composer(cfg, category, train_images(cfg, category), bank, device, generator)
+    composer = make_composer(cfg, category, train_images(cfg, layout, category), bank, device, generator)
     optimizer = seg_optimizer(segnet, cfg.train.seg)
     run_id = fingerprint({"stage": "seg", "category": category, "run_seed": seed, **select_params(cfg, SEG_PARAMS)})
     layer_scale = getattr(segnet, "rcm_layer_scale", None)

@@ -273,10 +273,9 @@ def test_acquire_images_mvtec_over_http(tmp_path: Path, file_server: FileServer,
     source = tiny_mvtec(["bottle", "carpet"])
     archive = tar_folder(tmp_path / "mvtec.tar.gz", source, "mvtec_anomaly_detection")  # with a top-level dir
     url, sha = file_server.serve("mvtec.tar.gz", archive.read_bytes())
-    root = tmp_path / "raw" / "images"
-    cfg = tiny_config("data.categories=[bottle]", f"data.root={root}", f"data.mvtec.url={url}",
-                      f"data.mvtec.sha256={sha}")
+    cfg = tiny_config("data.categories=[bottle]", f"data.mvtec.url={url}", f"data.mvtec.sha256={sha}")
     layout = Layout(tmp_path / "project")
+    root = layout.images
     assert acquire_images(cfg, layout, progress=False) == root
     assert sorted(p.name for p in root.iterdir()) == ["bottle"]  # only the requested categories
     files = scan_category(root, "bottle")
@@ -296,12 +295,12 @@ def test_acquire_images_mvtec_over_http(tmp_path: Path, file_server: FileServer,
 def test_acquire_images_rejects_an_archive_without_the_category(tmp_path: Path, file_server: FileServer,
                                                                 tiny_mvtec, tiny_config) -> None:
     archive = tar_folder(tmp_path / "m.tar.gz", tiny_mvtec(["carpet"]), "m")
-    root = tmp_path / "images"
-    cfg = tiny_config("data.categories=[bottle]", f"data.root={root}")
+    root = Layout(tmp_path).images
+    cfg = tiny_config("data.categories=[bottle]")
     with pytest.raises(ValueError, match=r"lacks \['bottle'\]"):
         acquire_images(cfg, Layout(tmp_path), archive=archive, sha256=sha256_file(archive), progress=False)
     assert not root.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in root.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_acquire_textures_dtd_from_archive(tmp_path: Path, tiny_config) -> None:
@@ -309,9 +308,9 @@ def test_acquire_textures_dtd_from_archive(tmp_path: Path, tiny_config) -> None:
         "dtd/images/banded/banded_0001.jpg": b"a", "dtd/images/banded/banded_0002.jpg": b"b",
         "dtd/images/dotted/dotted_0001.jpg": b"c", "dtd/labels/labels_joint_anno.txt": b"x",
     })
-    root = tmp_path / "textures"
-    cfg = tiny_config("data.textures=dtd", f"data.texture_root={root}")
+    cfg = tiny_config("data.textures=dtd")
     layout = Layout(tmp_path)
+    root = layout.textures
     acquire_textures(cfg, layout, archive=archive, sha256=sha256_file(archive), progress=False)
     assert {name: len(files) for name, files in scan_textures(root).items()} == {"banded": 2, "dotted": 1}
     manifest = json.loads(layout.textures_manifest.read_text())

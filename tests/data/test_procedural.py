@@ -160,34 +160,35 @@ def test_procedural_textures_layout_and_determinism(tmp_path: Path) -> None:
 
 
 def test_acquire_synthetic_and_procedural(tmp_path: Path, tiny_config) -> None:
-    cfg = tiny_config("data.source=synthetic", "data.textures=procedural", f"data.root={tmp_path / 'images'}",
-                      f"data.texture_root={tmp_path / 'textures'}")
+    cfg = tiny_config("data.source=synthetic", "data.textures=procedural")
     layout = Layout(tmp_path / "project")
-    assert acquire_images(cfg, layout) == tmp_path / "images"
+    assert acquire_images(cfg, layout) == layout.images
     manifest = json.loads(layout.images_manifest.read_text())
     assert (manifest["source"], manifest["seed"], manifest["image_size"]) == ("synthetic", 0, 64)
     assert sorted(manifest["categories"]) == ["bottle", "carpet"]
     assert manifest["totals"]["train"] == 16 and manifest["totals"]["test_defective"] == 8
-    first = _tree(tmp_path / "images")
+    first = _tree(layout.images)
     acquire_images(cfg, layout)  # idempotent
-    assert _tree(tmp_path / "images") == first
+    assert _tree(layout.images) == first
 
-    assert acquire_textures(cfg, layout) == tmp_path / "textures"
-    counts = {k: len(v) for k, v in scan_textures(tmp_path / "textures").items()}
+    assert acquire_textures(cfg, layout) == layout.textures
+    counts = {k: len(v) for k, v in scan_textures(layout.textures).items()}
     assert counts == {"banded": 3, "chequered": 3}
     textures = json.loads(layout.textures_manifest.read_text())
     assert (textures["source"], textures["classes"], textures["images"]) == ("procedural", 2, 6)
     assert (textures["seed"], textures["image_size"]) == (0, 64)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "project", "textures"]  # no temp left
+    assert sorted(p.name for p in layout.images.parent.iterdir()) == [
+        "images", "images_manifest.json", "textures", "textures_manifest.json"]  # no temp left
 
 
-def test_acquire_folder_only_validates(tmp_path: Path, tiny_config) -> None:
+def test_acquire_folder_copies_without_touching_the_source(tmp_path: Path, tiny_config) -> None:
     root = tiny_synthetic(tmp_path / "mine", ["bottle", "carpet"])
     before = _tree(root)
     cfg = tiny_config("data.source=folder", f"data.root={root}")
-    acquire_images(cfg, Layout(tmp_path))
-    assert _tree(root) == before
-    assert json.loads(Layout(tmp_path).images_manifest.read_text())["totals"]["test"] == 12
+    layout = Layout(tmp_path / "project")
+    assert acquire_images(cfg, layout) == layout.images
+    assert _tree(root) == before and _tree(layout.images) == before
+    assert json.loads(layout.images_manifest.read_text())["totals"]["test"] == 12
     cfg = tiny_config("data.source=folder", f"data.root={tmp_path / 'absent'}")
     with pytest.raises(ValueError, match="category folder not found"):
         acquire_images(cfg, Layout(tmp_path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from pfadseg.config import Config
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 from pfadseg.pipeline.bank import run_bank
+from pfadseg.pipeline.evaluate import run_evaluate
+from pfadseg.pipeline.report import collect_runs, provenance
 from pfadseg.pipeline.train import run_train_seg, run_train_student
 from pfadseg.train import loop as loop_module
 from pfadseg.train.loop import NonFiniteLossError
@@ -155,3 +159,22 @@ def test_seg_stage_refuses_a_student_of_another_teacher(workspace: Path, tiny_co
     with pytest.raises(ValueError, match="trained with teacher"):
         run_train_seg(_cfg(tiny_config, *BASELINE, f"model.teacher_weights={other_teacher}"), Layout(), "bottle", 0,
                       progress=False)
+
+
+def test_folder_without_masks_skips_pixel_metrics(
+    workspace: Path, tiny_config: Callable[..., Config], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cfg = _cfg(tiny_config, *BASELINE)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
+    mine = tmp_path_factory.mktemp("mine")
+    shutil.copytree(Layout().images / "bottle", mine / "bottle", ignore=shutil.ignore_patterns("ground_truth"))
+    folder_cfg = _cfg(tiny_config, *BASELINE, "data.source=folder", f"data.root={mine}", "data.categories=[bottle]")
+    acquire_images(folder_cfg, Layout(), progress=False)
+    run_evaluate(folder_cfg, Layout(), "bottle", 0)
+    metrics = json.loads(Layout().metrics("bottle", 0).read_text())
+    assert metrics["pixel_level"] is False and metrics["n_anomalous"] == 4
+    assert metrics["seg"]["pixel_metrics"].startswith("skipped") and "pixel_ap" not in metrics["seg"]
+    assert 0.0 <= metrics["seg"]["image_auroc"] <= 1.0
+    prov = provenance(folder_cfg, Layout(), collect_runs(folder_cfg, Layout()))
+    assert any("Pixel-level metrics skipped (no ground-truth masks): bottle" in w for w in prov.warnings)

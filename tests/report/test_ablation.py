@@ -1,0 +1,59 @@
+"""reports/ablation.md from `dvc exp show --json`-shaped results: matching rows, means, differences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pfadseg.report.ablation import parse_exp_show, render_ablation, variants
+from pfadseg.report.tables import NOT_RUN, Provenance
+
+
+def _entry(name: str, rcm: bool, aff: bool, pcar: bool, iap: dict[str, float]) -> dict[str, Any]:
+    metrics = {
+        f"metrics/{cat}/seed0.json": {"data": {"seg": {"image_auroc": 0.9, "pixel_ap": 0.5, "iap": value}}}
+        for cat, value in iap.items()
+    }
+    params = {"params.yaml": {"data": {"model": {"use_rcm": rcm, "use_aff": aff, "use_pcar": pcar}}}}
+    return {"rev": "0" * 40, "name": name, "data": {"params": params, "metrics": metrics}}
+
+
+def _exp_show() -> list[dict[str, Any]]:
+    baseline = _entry("main", True, True, True, {"bottle": 0.70, "carpet": 0.80})
+    baseline["experiments"] = [
+        {"revs": [_entry("ablation-1-none", False, False, False, {"bottle": 0.50, "carpet": 0.60})]},
+        {"revs": [_entry("my-run", True, False, True, {"bottle": 0.65})]},
+        {"revs": [{"rev": "1" * 40, "name": "failed", "data": {"params": {}, "metrics": {}}}]},
+    ]
+    workspace = {**_entry("ignored", True, True, True, {"bottle": 0.0}), "rev": "workspace", "experiments": None}
+    return [workspace, baseline]
+
+
+def _row(text: str, row: int) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {row} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_parse_keeps_experiments_with_switches_and_metrics() -> None:
+    results = parse_exp_show(_exp_show())
+    assert [r.name for r in results] == ["main", "ablation-1-none", "my-run"]
+    assert results[1].switches == (False, False, False) and set(results[1].runs) == {"bottle", "carpet"}
+
+
+def test_rows_are_matched_by_switches_and_averaged_over_categories() -> None:
+    text = render_ablation(parse_exp_show(_exp_show()), Provenance({}, []))
+    # columns: row, rcm, aff, pcar, experiment, categories, then (ours, paper, delta) per metric
+    row1 = _row(text, 1)
+    assert row1[1:6] == ["", "", "", "ablation-1-none", "2"]
+    assert row1[12:15] == ["55.0", "74.6", "−19.6"]
+    row5 = _row(text, 5)
+    assert row5[4] == "my-run" and row5[12] == "65.0" and row5[14] == "−13.4"
+    row7 = _row(text, 7)
+    assert row7[1:4] == ["✓", "✓", "✓"] and row7[12:15] == ["75.0", "78.7", "−3.7"]
+    assert _row(text, 3)[4] == NOT_RUN and _row(text, 3)[12] == NOT_RUN
+
+
+def test_seven_variants_with_unique_names_and_full_overrides() -> None:
+    rows = variants()
+    assert [v.row for v in rows] == list(range(1, 8))
+    assert len({v.name for v in rows}) == 7 and rows[-1].name == "ablation-7-rcm-aff-pcar"
+    assert all(len(v.overrides) == 3 for v in rows), "each variant sets every switch, so runs never compound"
