@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -165,12 +166,13 @@ def test_texture_augment(tiny_config: Callable[..., Config], texture_dir: Path, 
 
 def test_run_bank_writes_the_layout(tiny_config: Callable[..., Config], texture_dir: Path,
                                     tmp_path: Path) -> None:
-    cfg = tiny_config(f"data.texture_root={texture_dir}", "bank.n_masks=8", "bank.n_textures=2")
+    cfg = tiny_config("bank.n_masks=8", "bank.n_textures=2")
     layout = Layout(tmp_path)
+    shutil.copytree(texture_dir, layout.textures)
     run_bank(cfg, layout, progress=False)
     assert AnomalyBank.load(layout.bank, cfg).textures.shape == (2, 64, 64, 3)
     run_bank(cfg, layout, progress=False)  # rebuilding replaces the folder
-    assert sorted(p.name for p in layout.bank.parent.iterdir()) == ["bank"]
+    assert sorted(p.name for p in layout.bank.parent.iterdir()) == ["bank", "raw"]
 
 
 @pytest.mark.realdata
