@@ -230,6 +230,77 @@ def demo(
     typer.echo(f"demo finished: {workdir / 'reports' / 'tables.md'} and {workdir / 'reports' / 'figures'}")
 
 
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or its seg.pt.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
+    threshold: Annotated[float | None, typer.Option(help="Image-score threshold (default: calibrated).")] = None,
+    pixel_threshold: Annotated[float | None, typer.Option(help="Mask threshold (default: calibrated).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: eval.batch_size).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    teacher: Annotated[str | None, typer.Option(help="Teacher weights file, if not where training found it.")] = None,
+) -> None:
+    """Score your own images: per image a heatmap, an overlay and a mask PNG, plus predictions.csv."""
+    from pfadseg.predict import load_predictor
+
+    _setup_logging()
+    try:
+        predictor = load_predictor(model, device=device, threshold=threshold, pixel_threshold=pixel_threshold,
+                                   teacher_weights=teacher)
+        report = predictor.predict(inputs, out, batch_size=batch_size)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"{report.n_ok} image(s) scored, {report.n_anomalous} anomalous -> {report.csv_path}")
+    for path, reason in report.failed:
+        typer.secho(f"failed: {path}: {reason}", fg=typer.colors.RED, err=True)
+    if report.failed or report.n_ok == 0:
+        raise typer.Exit(1)
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or its seg.pt.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file.")] = Path("pfadseg.onnx"),
+    format_: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+    threshold: Annotated[float | None, typer.Option(help="Image threshold recorded in the metadata.")] = None,
+    opset: int = 17,
+) -> None:
+    """One ONNX graph: normalised image -> anomaly map and image score, verified against PyTorch (pip: .[export])."""
+    from pfadseg.export import export_predictor, verify_onnx
+    from pfadseg.predict import load_predictor
+
+    _setup_logging()
+    try:
+        predictor = load_predictor(model, device="cpu", threshold=threshold, require_threshold=False)
+        export_predictor(predictor, out, opset=opset)
+        diff = verify_onnx(out, predictor.detector, image_size=predictor.image_size, top_k=predictor.top_k)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    worst = max(diff.values())
+    if worst > 1e-4:
+        _fail(RuntimeError(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)"))
+    typer.echo(f"{format_.value} written to {out} (max difference to PyTorch {worst:.1e})")
+
+
+@bench_app.command("predict")
+def bench_predict_cmd(
+    batch_size: int = 32,
+    image_size: int = 256,
+    device: str = "auto",
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Images/s and latency at batch 1 and --batch-size (bf16 too on CUDA), PFADSeg vs DeSTSeg."""
+    from pfadseg.bench.predict import bench_predict
+
+    bench_predict(_config(params, set_), image_size=image_size, device=device, batch_sizes=(1, batch_size))
+
+
 @bench_app.command("synth")
 def bench_synth_cmd(
     batch_size: int = 16,

@@ -67,7 +67,7 @@ class DataConfig:
     source: Literal["mvtec", "synthetic", "folder"]
     root: str | None
     textures: Literal["dtd", "procedural"]
-    image_size: int = num(32, 1024)
+    image_size: int = num(64, 1024)
     categories: list[str]
     mvtec: ArchiveConfig
     dtd: ArchiveConfig
@@ -223,6 +223,11 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CalibrateConfig:
+    n_samples: int = num(2)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     batch_size: int = num(1)
     top_k: int = num(1)
@@ -243,6 +248,7 @@ class Config:
     bank: BankConfig
     model: ModelConfig
     train: TrainConfig
+    calibrate: CalibrateConfig
     eval: EvalConfig
     report: ReportConfig
 

@@ -33,6 +33,7 @@ TINY = (
     "train.seg.batch_size=4",
     "train.checkpoint_every=2",
     "train.log_every=1",
+    "calibrate.n_samples=8",
     "eval.batch_size=8",
     "eval.top_k=10",
 )

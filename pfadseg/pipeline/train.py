@@ -13,10 +13,12 @@ import torch
 from torch import nn
 
 from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, load_model_file, save_model_file
+from pfadseg.calibrate import calibrate_run
 from pfadseg.config import Config
 from pfadseg.data.images import load_images
 from pfadseg.data.layout import scan_category
 from pfadseg.models.build import build_segnet, build_student, build_teacher
+from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.teacher import teacher_identity
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
@@ -44,7 +46,8 @@ _COMMON_PARAMS: tuple[str, ...] = (
     "train.augment",
 )
 STUDENT_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "train.student")
-SEG_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "model.use_rcm", "model.rcm", "train.seg")
+SEG_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "model.use_rcm", "model.rcm", "train.seg", "calibrate",
+                               "eval.batch_size", "eval.top_k")
 
 
 def select_params(cfg: Config, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -187,7 +190,8 @@ def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     with _seeded(derive_seed(seed, category, "seg", "init")):
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
     generator = torch_generator(seed, category, "seg", "batches", device=device)
-    composer = make_composer(cfg, category, train_images(cfg, layout, category), bank, device, generator)
+    images = train_images(cfg, layout, category)
+    composer = make_composer(cfg, category, images, bank, device, generator)
     optimizer = seg_optimizer(segnet, cfg.train.seg)
     run_id = fingerprint({"stage": "seg", "category": category, "run_seed": seed, **select_params(cfg, SEG_PARAMS)})
     layer_scale = getattr(segnet, "rcm_layer_scale", None)
@@ -208,6 +212,9 @@ def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     }
     if cfg.model.use_rcm and layer_scale:
         meta["rcm_layer_scale"] = float(layer_scale())
+    detector = AnomalyDetector(teacher, student, segnet).eval()
+    meta["calibration"] = calibrate_run(cfg, category, seed, detector, images, bank, device,
+                                        n_samples=cfg.calibrate.n_samples)
     save_model_file(layout.seg(category, seed), SEG_FORMAT, segnet.state_dict(), meta)
     layout.checkpoints(category, seed).joinpath("seg.ckpt").unlink(missing_ok=True)
     log.info("seg %s seed %d: %d iterations in %.1f s -> %s", category, seed, result.iterations,

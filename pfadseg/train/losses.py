@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -29,9 +30,14 @@ def cosine_distillation_loss(
 
 
 def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Binary focal loss on probabilities, no alpha, mean over all elements (log clamped at -100 as BCE)."""
+    """Binary focal loss on probabilities, no alpha, mean over all elements (log clamped at -100 as BCE).
+
+    BCE is written out (not F.binary_cross_entropy, which asserts its input range) so that a diverged,
+    NaN output reaches the training loop's NaN guard instead of crashing inside the loss.
+    """
     probs, target = probs.float(), target.float()
-    bce = F.binary_cross_entropy(probs, target, reduction="none")
+    tiny = math.exp(-100)  # clamping p (not log p) keeps the gradient finite at p = 0 or 1
+    bce = -(target * probs.clamp(min=tiny).log() + (1 - target) * (1 - probs).clamp(min=tiny).log())
     p_t = probs * target + (1 - probs) * (1 - target)
     return ((1 - p_t).pow(gamma) * bce).mean()
 

@@ -59,6 +59,9 @@ def test_both_stages_run_and_record_provenance(workspace: Path, tiny_config: Cal
     assert meta["stage_params"]["model.use_rcm"] is True and meta["device"] == "cpu"
     assert meta["rcm_layer_scale"] > 0 and meta["wall_time_s"] > 0
     assert set(meta["final_losses"]) == {"loss", "focal", "l1"}
+    calibration = meta["calibration"]
+    assert calibration["n_normal"] == calibration["n_anomalous"] == cfg.calibrate.n_samples
+    assert 0.0 <= calibration["image_threshold"] <= 1.0 and 0.0 <= calibration["pixel_threshold"] <= 1.0
     assert not Layout().checkpoints("bottle", 0).joinpath("seg.ckpt").exists(), "finished runs leave no checkpoint"
     curve = Path("dvclive/bottle/seed0/seg/plots/metrics/seg/loss.tsv").read_text().splitlines()
     assert curve[0].split("\t")[0] == "step" and len(curve) == 1 + cfg.train.seg.iterations

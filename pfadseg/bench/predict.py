@@ -1,0 +1,130 @@
+"""`pfadseg bench predict`: inference images/s and latency per image, PFADSeg vs the DeSTSeg baseline in one run.
+
+Times the model path of ``pfadseg predict``: normalised batch on the device -> ``AnomalyDetector`` (teacher,
+student, segmentation net, both maps upsampled to the input size) -> image scores (mean of the top-k pixels),
+synchronised. Image decoding and PNG writing (CPU work that depends on the files) are not included. Weights
+are random (speed does not depend on them); fp32 everywhere, plus bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from pfadseg.config import Config
+from pfadseg.models.build import build_segnet, build_student, build_teacher
+from pfadseg.models.detector import AnomalyDetector
+from pfadseg.seeding import torch_generator
+from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
+
+VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def default_amp_modes(device: torch.device) -> tuple[str, ...]:
+    """fp32, and bf16 where autocast applies (CUDA)."""
+    return ("fp32", "bf16") if device.type == "cuda" else ("fp32",)
+
+
+@torch.inference_mode()
+def _time_batch(detector: AnomalyDetector, x: torch.Tensor, top_k: int, amp: bool, repeats: int,
+                device: torch.device) -> float:
+    """Median seconds per batch over ``repeats`` timed calls after one warm-up call."""
+
+    def run() -> None:
+        with autocast(device, amp):
+            seg, _ = detector(x)
+        torch.topk(seg.float().flatten(1), top_k, dim=1).values.mean(dim=1)
+
+    run()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def bench_predict(
+    cfg: Config,
+    *,
+    image_size: int = 256,
+    device: str = "auto",
+    batch_sizes: Sequence[int] = (1, 32),
+    amp_modes: Sequence[str] | None = None,
+    repeats: int = 3,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Images/s and ms per image of both variants at each batch size and precision; print a table.
+
+    ``amp_modes``: ``fp32`` and/or ``bf16`` (CUDA only; default both there, fp32 on CPU). Other model options
+    (AFF/PCAR/RCM details, ``train.channels_last``) and ``eval.top_k`` come from ``cfg``.
+    """
+    dev = resolve_device(device)
+    configure_backends(dev)
+    modes = tuple(amp_modes) if amp_modes is not None else default_amp_modes(dev)
+    for mode in modes:
+        if mode not in ("fp32", "bf16"):
+            raise ValueError(f"amp mode {mode!r}: use fp32 or bf16")
+        if mode == "bf16" and dev.type != "cuda":
+            raise ValueError("bf16 autocast is used on CUDA only (train.amp is ignored on CPU)")
+    top_k = min(cfg.eval.top_k, image_size * image_size)
+    generator = torch_generator(cfg.seed, "bench-predict")
+    results: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev), "image_size": image_size,
+                               "batch_sizes": list(batch_sizes), "amp_modes": list(modes), "repeats": repeats,
+                               "threads": torch.get_num_threads(), "top_k": top_k, "rows": []}
+    with warnings.catch_warnings():  # the random teacher still logs its warning once
+        warnings.simplefilter("ignore")
+        teacher = prepare_module(build_teacher(dataclasses.replace(cfg.model, teacher_weights="random")), dev,
+                                 cfg.train)
+    for name, on in VARIANTS.items():
+        model_cfg = dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on)
+        detector = AnomalyDetector(teacher, prepare_module(build_student(model_cfg, generator), dev, cfg.train),
+                                   prepare_module(build_segnet(model_cfg, generator), dev, cfg.train)).eval()
+        for batch in batch_sizes:
+            x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(dev)
+            if dev.type == "cuda" and cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for mode in modes:
+                seconds = _time_batch(detector, x, top_k, mode == "bf16", repeats, dev)
+                results["rows"].append({"variant": name, "batch_size": batch, "precision": mode,
+                                        "ms_per_batch": 1e3 * seconds, "ms_per_image": 1e3 * seconds / batch,
+                                        "images_per_s": batch / seconds})
+        del detector
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    _print(results, echo)
+    return results
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _print(results: dict[str, Any], echo: Callable[[str], None]) -> None:
+    echo(f"bench predict: {results['device_name']}, {results['image_size']} px, median of {results['repeats']} "
+         f"after a warm-up; detector forward + top-{results['top_k']} score (no file decoding or PNG writing)")
+    echo(f"{'variant':<8} {'batch':>5} {'precision':>9} {'ms/batch':>10} {'ms/image':>9} {'images/s':>9}")
+    for r in results["rows"]:
+        echo(f"{r['variant']:<8} {r['batch_size']:5d} {r['precision']:>9} {r['ms_per_batch']:10.1f} "
+             f"{r['ms_per_image']:9.2f} {r['images_per_s']:9.1f}")
+    by_key = {(r["variant"], r["batch_size"], r["precision"]): r for r in results["rows"]}
+    for batch in results["batch_sizes"]:
+        for mode in results["amp_modes"]:
+            base, ours = by_key[("destseg", batch, mode)], by_key[("pfadseg", batch, mode)]
+            echo(f"batch {batch} {mode}: pfadseg takes x{ours['ms_per_image'] / base['ms_per_image']:.2f} the "
+                 "time per image of destseg")

@@ -1,0 +1,491 @@
+"""``pfadseg predict``: score users' own images and write heatmaps, overlays and masks at their own resolution.
+
+A model is a trained run's folder (``models/<category>/seed<k>/`` with ``student.pt`` and ``seg.pt``) or its
+``seg.pt`` (``student.pt`` beside it). Everything needed to rebuild the networks is stored in the model files
+(``meta["config"]``, the full params of the run); the decision thresholds come from ``meta["calibration"]``
+(fitted by :mod:`pfadseg.calibrate` on synthetic anomalies at training time) unless given explicitly.
+
+Per image (any size; grayscale, RGB, RGBA, palette; PNG, JPEG, BMP, TIFF): the same preprocessing as the
+evaluation (PIL ``convert("RGB")``, bilinear squash-resize to ``data.image_size``, ImageNet normalisation),
+the segmentation map, the image score (mean of its top-k pixels, as the evaluation), the decision ``score >=
+image_threshold``, and, at the image's original resolution (the map upsampled bilinearly):
+
+* ``<stem>_heatmap.png``: the map on a fixed [0, 1] scale (jet colour map; not stretched per image, so a
+  normal image stays blue);
+* ``<stem>_overlay.png``: the heatmap blended over the image (50 %);
+* ``<stem>_mask.png``: ``map >= pixel_threshold`` as 0/255.
+
+Output paths mirror the inputs' folders below their common parent, so ``good/000.png`` and ``crack/000.png``
+do not collide; same-stem files of one folder (``a.png``, ``a.jpg``) keep their suffix (``a_png_*``). Every
+file is written atomically, the three of an image together; an unreadable image is logged, listed in the
+report and in ``predictions.csv`` with the reason, and earlier outputs under its name are removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, ArtifactError, load_model_file
+from pfadseg.config import Config, ConfigError, config_from_dict
+from pfadseg.data.images import ImageReadError, normalize, to_tensor
+from pfadseg.fsio import atomic_path
+from pfadseg.metrics import image_scores
+from pfadseg.models.build import build_segnet, build_student
+from pfadseg.models.detector import AnomalyDetector
+from pfadseg.pipeline.train import load_teacher, teacher_record
+from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CSV_NAME = "predictions.csv"
+OUTPUT_KINDS = ("heatmap", "overlay", "mask")
+CSV_FIELDS = ("path", "status", "score", "label", "threshold", "pixel_threshold", "width", "height",
+              "heatmap", "overlay", "mask", "error")
+OVERLAY_ALPHA = 0.5
+COLORMAP = "jet"
+MAX_WORKERS = 4
+
+
+class PredictError(ValueError):
+    """A model or an argument that prediction cannot use; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model ready for :func:`predict`: detector (eval mode), its config and the thresholds in use.
+
+    ``threshold_source`` is ``calibration`` or ``argument``; ``image_threshold`` is None only when loaded with
+    ``require_threshold=False`` (e.g. for export) from an uncalibrated model.
+    """
+
+    detector: AnomalyDetector
+    config: Config
+    device: torch.device
+    seg_path: Path
+    student_path: Path
+    image_threshold: float | None
+    pixel_threshold: float | None
+    threshold_source: str | None
+    calibration: dict[str, Any] | None
+    meta: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return self.config.data.image_size
+
+    @property
+    def top_k(self) -> int:
+        return self.config.eval.top_k
+
+    @property
+    def amp(self) -> bool:
+        return self.config.train.amp
+
+    def predict(self, inputs: Sequence[Path | str], out_dir: Path | str, *, batch_size: int | None = None,
+                progress: bool = True) -> PredictReport:
+        """:func:`predict` with this model's size, top-k, thresholds, device and AMP setting."""
+        if self.image_threshold is None or self.pixel_threshold is None:
+            raise PredictError(_NO_THRESHOLD.format(path=self.seg_path))
+        return predict(self.detector, [Path(p) for p in inputs], Path(out_dir), image_size=self.image_size,
+                       top_k=self.top_k, image_threshold=self.image_threshold,
+                       pixel_threshold=self.pixel_threshold,
+                       batch_size=batch_size or self.config.eval.batch_size, device=self.device, amp=self.amp,
+                       progress=progress)
+
+
+_NO_THRESHOLD = ("{path}: the model stores no calibrated threshold (meta['calibration']; models trained before "
+                 "calibration existed, or by hand); pass --threshold X, an image score in [0, 1] (the mean of "
+                 "the top-k pixels of the segmentation map) at or above which an image is anomalous")
+
+
+def model_files(model: Path | str) -> tuple[Path, Path]:
+    """(seg.pt, student.pt) of a run folder or of a seg.pt path (student.pt beside it)."""
+    model = Path(model)
+    if model.is_dir():
+        seg, student = model / "seg.pt", model / "student.pt"
+    elif model.is_file():
+        seg, student = model, model.with_name("student.pt")
+    else:
+        raise ArtifactError(f"{model}: no such model; pass a trained run's folder (models/<category>/seed<k>/, "
+                            "with student.pt and seg.pt) or its seg.pt")
+    for path in (seg, student):
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing; a model needs student.pt and seg.pt side by side "
+                                "(train both stages: dvc repro, or pfadseg train-student/train-seg)")
+    return seg, student
+
+
+def _same_teacher(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    return all(stored.get(k) == current.get(k) for k in ("sha256", "seed"))
+
+
+def load_predictor(
+    model: Path | str,
+    *,
+    device: str = "auto",
+    threshold: float | None = None,
+    pixel_threshold: float | None = None,
+    teacher_weights: str | None = None,
+    require_threshold: bool = True,
+) -> Predictor:
+    """Rebuild teacher, student and segmentation net of a trained run from its model files alone.
+
+    The config is the run's stored ``meta["config"]``; ``teacher_weights`` replaces its
+    ``model.teacher_weights`` (e.g. another path to the same file on this machine; its sha256 must match).
+    Thresholds: ``threshold`` (image) and ``pixel_threshold`` when given, else the calibrated ones of
+    ``meta["calibration"]``; without calibration the pixel threshold defaults to the image threshold (both are
+    probabilities of the same map). No calibration and no ``threshold`` -> :class:`PredictError` (unless
+    ``require_threshold`` is False).
+    """
+    seg_path, student_path = model_files(model)
+    seg_file = load_model_file(seg_path, SEG_FORMAT)
+    student_file = load_model_file(student_path, STUDENT_FORMAT)
+    meta = seg_file["meta"]
+    if "config" not in meta:
+        raise PredictError(f"{seg_path}: stores no config (meta['config']); retrain it with this version")
+    overrides = [f"model.teacher_weights={teacher_weights}"] if teacher_weights else []
+    try:
+        cfg = config_from_dict(meta["config"], overrides)
+    except ConfigError as exc:
+        raise PredictError(f"{seg_path}: its stored config does not validate with this pfadseg version ({exc}); "
+                           "retrain the model or use the version that trained it") from None
+    current = teacher_record(cfg)
+    for path, file in ((seg_path, seg_file), (student_path, student_file)):
+        stored = file["meta"].get("teacher", {})
+        if not _same_teacher(stored, current):
+            raise PredictError(f"{path}: trained with teacher {stored}, but the teacher found now is {current}; "
+                               "pass the original teacher weights (teacher_weights / --teacher)")
+
+    calibration = meta.get("calibration")
+    if threshold is None and calibration is None and require_threshold:
+        raise PredictError(_NO_THRESHOLD.format(path=seg_path))
+    for name, value in (("threshold", threshold), ("pixel threshold", pixel_threshold)):
+        if value is not None and not np.isfinite(value):
+            raise PredictError(f"{name} must be a finite number, got {value}")
+    if threshold is not None:
+        image_threshold, source = float(threshold), "argument"
+    elif calibration is not None:
+        image_threshold, source = float(calibration["image_threshold"]), "calibration"
+    else:
+        image_threshold, source = None, None
+    if pixel_threshold is None:
+        pixel_threshold = float(calibration["pixel_threshold"]) if calibration is not None else image_threshold
+
+    dev = resolve_device(device)
+    configure_backends(dev)
+    student = build_student(cfg.model)
+    segnet = build_segnet(cfg.model)
+    for path, net, file in ((student_path, student, student_file), (seg_path, segnet, seg_file)):
+        try:
+            net.load_state_dict(file["state_dict"])
+        except RuntimeError as exc:
+            raise PredictError(f"{path}: its weights do not fit the architecture of the stored config "
+                               f"({str(exc).splitlines()[0]}); student.pt and seg.pt are from different runs?") \
+                from None
+    detector = AnomalyDetector(load_teacher(cfg, dev), prepare_module(student, dev, cfg.train),
+                               prepare_module(segnet, dev, cfg.train)).eval()
+    return Predictor(detector=detector, config=cfg, device=dev, seg_path=seg_path, student_path=student_path,
+                     image_threshold=image_threshold, pixel_threshold=pixel_threshold, threshold_source=source,
+                     calibration=calibration, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One input file and the output name (relative, without ``_<kind>.png``) its results get."""
+
+    path: Path
+    key: str
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def collect_inputs(inputs: Sequence[Path | str], out_dir: Path | str | None = None) -> list[InputImage]:
+    """The image files of ``inputs`` (files as given; folders recursively, by suffix, sorted), each once, with
+    collision-free output keys mirroring their folders below the inputs' common parent. Files under
+    ``out_dir`` (earlier outputs) are skipped when scanning folders. Nonexistent inputs raise."""
+    out = Path(out_dir).resolve() if out_dir is not None else None
+    files: list[Path] = []
+    anchors: list[Path] = []
+    for item in map(Path, inputs):
+        resolved = item.resolve()
+        if resolved.is_dir():
+            anchors.append(resolved)
+            found = sorted(p for p in resolved.rglob("*") if p.is_file() and _is_image(p)
+                           and not (out is not None and _inside(p, out)))
+            if not found:
+                log.warning("%s: no image files (%s) found", item, ", ".join(IMAGE_SUFFIXES))
+            files.extend(found)
+        elif resolved.exists():
+            anchors.append(resolved.parent)
+            files.append(resolved)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    files = list(dict.fromkeys(files))  # each file once, first occurrence order
+    if not files:
+        return []
+    base = Path(os.path.commonpath([str(a) for a in anchors]))
+    stems = [p.relative_to(base).with_suffix("").as_posix() for p in files]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    keys: list[str] = []
+    used: set[str] = set()
+    for path, stem in zip(files, stems, strict=True):
+        key = stem if counts[stem] == 1 else f"{stem}_{path.suffix.lstrip('.').lower() or 'noext'}"
+        candidate, n = key, 1
+        while candidate.lower() in used:  # case-insensitive file systems too
+            n += 1
+            candidate = f"{key}-{n}"
+        used.add(candidate.lower())
+        keys.append(candidate)
+    return [InputImage(p, k) for p, k in zip(files, keys, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """Fully decoded RGB image, as :func:`pfadseg.data.images.load_image` reads (before its resize)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read image ({exc})") from exc
+
+
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """uint8 size x size x 3: PIL bilinear squash-resize, exactly as the evaluation reads test images."""
+    return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.uint8).copy()
+
+
+_LUT = (colormaps[COLORMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def heatmap_rgb(anomaly_map: np.ndarray) -> np.ndarray:
+    """H x W map in [0, 1] -> H x W x 3 uint8 colours on the fixed [0, 1] scale."""
+    index = np.clip(np.rint(np.nan_to_num(anomaly_map) * 255), 0, 255).astype(np.uint8)
+    return _LUT[index]
+
+
+def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Heatmap blended over an RGB image: (1 - alpha) image + alpha heatmap, uint8."""
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * heatmap.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def output_paths(out_dir: Path, key: str) -> dict[str, Path]:
+    """``{kind: out_dir/<key>_<kind>.png}`` for heatmap, overlay and mask."""
+    return {kind: out_dir / f"{key}_{kind}.png" for kind in OUTPUT_KINDS}
+
+
+def _write_outputs(paths: dict[str, Path], arrays: dict[str, np.ndarray]) -> None:
+    """All of one image's PNGs or none: each goes to a temporary sibling, renamed only when all are written."""
+    with ExitStack() as stack:
+        temps = {kind: stack.enter_context(atomic_path(path, suffix=".png")) for kind, path in paths.items()}
+        for kind, tmp in temps.items():
+            Image.fromarray(arrays[kind]).save(tmp, format="PNG")
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one input file (``status`` ok or failed)."""
+
+    path: Path
+    status: str
+    score: float | None = None
+    anomalous: bool | None = None
+    width: int | None = None
+    height: int | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict` did: one :class:`Prediction` per input file, the CSV, failures with reasons."""
+
+    out_dir: Path
+    csv_path: Path
+    image_threshold: float
+    pixel_threshold: float
+    predictions: list[Prediction]
+
+    @property
+    def n_ok(self) -> int:
+        return sum(p.status == "ok" for p in self.predictions)
+
+    @property
+    def n_anomalous(self) -> int:
+        return sum(bool(p.anomalous) for p in self.predictions if p.status == "ok")
+
+    @property
+    def failed(self) -> list[tuple[Path, str]]:
+        return [(p.path, p.error or "") for p in self.predictions if p.status != "ok"]
+
+
+def _decode(item: InputImage, size: int) -> tuple[Image.Image, np.ndarray] | str:
+    try:
+        image = read_rgb(item.path)
+        return image, model_input(image, size)
+    except ImageReadError as exc:
+        return str(exc)
+    except MemoryError:
+        return f"{item.path}: image too large to decode in memory"
+    except Exception as exc:  # a corrupt file must not stop the run; PIL plugins raise many types
+        return f"{item.path}: cannot read image ({type(exc).__name__}: {exc})"
+
+
+def _finish(item: InputImage, image: Image.Image, seg: torch.Tensor, score: float, image_threshold: float,
+            pixel_threshold: float, out_dir: Path) -> Prediction:
+    """Upsample one map (1 x 1 x S x S, on the device) to the image's size and write its three PNGs."""
+    width, height = image.size
+    full = F.interpolate(seg, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    full_map = full.float().cpu().numpy()
+    heat = heatmap_rgb(full_map)
+    arrays = {
+        "heatmap": heat,
+        "overlay": overlay_rgb(np.asarray(image, dtype=np.uint8), heat),
+        "mask": np.where(full_map >= pixel_threshold, 255, 0).astype(np.uint8),
+    }
+    paths = output_paths(out_dir, item.key)
+    _write_outputs(paths, arrays)
+    return Prediction(item.path, "ok", score, score >= image_threshold, width, height, paths)
+
+
+def _failed(item: InputImage, reason: str, out_dir: Path) -> Prediction:
+    log.warning("skipped %s", reason)
+    for stale in output_paths(out_dir, item.key).values():  # an earlier run's outputs under this name
+        stale.unlink(missing_ok=True)
+    return Prediction(item.path, "failed", error=reason)
+
+
+def _csv_rows(report: PredictReport) -> list[dict[str, Any]]:
+    rows = []
+    for p in report.predictions:
+        row: dict[str, Any] = {"path": str(p.path), "status": p.status, "error": p.error or ""}
+        if p.status == "ok":
+            row.update(score=f"{p.score:.6f}", label="anomalous" if p.anomalous else "normal",
+                       threshold=f"{report.image_threshold:.6f}", pixel_threshold=f"{report.pixel_threshold:.6f}",
+                       width=p.width, height=p.height,
+                       **{kind: p.outputs[kind].relative_to(report.out_dir).as_posix() for kind in OUTPUT_KINDS})
+        rows.append(row)
+    return rows
+
+
+def write_csv(report: PredictReport) -> None:
+    """``predictions.csv``: one row per input (path, status, score, label, thresholds, size, outputs, error)."""
+    with atomic_path(report.csv_path, suffix=".csv") as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_FIELDS))
+        writer.writeheader()
+        writer.writerows(_csv_rows(report))
+
+
+@torch.inference_mode()
+def predict(
+    detector: nn.Module,
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    image_size: int,
+    top_k: int,
+    image_threshold: float,
+    pixel_threshold: float,
+    batch_size: int,
+    device: torch.device | str,
+    amp: bool,
+    progress: bool = True,
+) -> PredictReport:
+    """Score every image of ``inputs`` (files or folders) and write its heatmap, overlay and mask to ``out_dir``.
+
+    Images are decoded by a thread pool and run through ``detector`` (normalised B x 3 x S x S -> (seg map,
+    DeST map)) in batches of ``batch_size``; unreadable files are reported and skipped. Writes
+    ``out_dir/predictions.csv`` last. Raises FileNotFoundError for an input that does not exist.
+    """
+    if batch_size < 1:
+        raise PredictError(f"batch size must be >= 1, got {batch_size}")
+    if not 1 <= top_k <= image_size * image_size:
+        raise PredictError(f"top_k must lie in [1, {image_size * image_size}], got {top_k}")
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    items = collect_inputs(inputs, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    detector.eval()
+    predictions: list[Prediction] = []
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(items), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            decoded = list(pool.map(lambda item: _decode(item, image_size), chunk))
+            ok = [(item, d) for item, d in zip(chunk, decoded, strict=True) if not isinstance(d, str)]
+            results: dict[int, Prediction] = {}
+            for i, (item, d) in enumerate(zip(chunk, decoded, strict=True)):
+                if isinstance(d, str):
+                    results[i] = _failed(item, d, out_dir)
+            if ok:
+                batch = normalize(to_tensor(np.stack([d[1] for _, d in ok])).to(device))
+                with autocast(device, amp):
+                    seg, _ = detector(batch)
+                seg = seg.float()
+                maps = seg[:, 0].cpu().numpy()
+                finite = np.isfinite(maps).all(axis=(1, 2))
+                scores = np.full(len(ok), np.nan)
+                if finite.any():
+                    scores[finite] = image_scores(maps[finite], top_k)
+                jobs = {}
+                for j, (item, (image, _)) in enumerate(ok):
+                    if finite[j]:
+                        jobs[j] = pool.submit(_finish, item, image, seg[j : j + 1], float(scores[j]),
+                                              image_threshold, pixel_threshold, out_dir)
+                ok_index = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+                for j, i in enumerate(ok_index):
+                    item = chunk[i]
+                    if not finite[j]:
+                        results[i] = _failed(item, f"{item.path}: the anomaly map contains NaN or inf (broken "
+                                                   "model)", out_dir)
+                        continue
+                    try:
+                        results[i] = jobs[j].result()
+                    except OSError as exc:
+                        results[i] = _failed(item, f"{item.path}: cannot write its outputs ({exc})", out_dir)
+            predictions.extend(results[i] for i in range(len(chunk)))
+            bar.update(len(chunk))
+    report = PredictReport(out_dir, out_dir / CSV_NAME, float(image_threshold), float(pixel_threshold),
+                           predictions)
+    write_csv(report)
+    log.info("predict: %d image(s) scored (%d anomalous at threshold %.4f), %d failed -> %s", report.n_ok,
+             report.n_anomalous, image_threshold, len(report.failed), out_dir)
+    return report
