@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +64,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1) from None
 
 
+_FIRST_SEED = object()  # stands for "the first entry of seeds" until the config is loaded
+
+
+def _run_stage(stage: Callable[..., Any], params: Path, overrides: list[str] | None, *args: Any) -> None:
+    """Load the config, run ``stage(cfg, Layout(), *args)``; a run seed of None means the first of ``seeds``."""
+    cfg = _config(params, overrides)
+    args = tuple(cfg.seeds[0] if a is _FIRST_SEED else a for a in args)
+    try:
+        stage(cfg, Layout(), *args)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+
 @app.command()
 def acquire(
     what: Annotated[Acquirable, typer.Argument(help="images (data.source) or textures (data.textures).")],
@@ -72,11 +87,7 @@ def acquire(
     """DVC stage: get the dataset or the anomaly-source textures as params.yaml says (download or generate)."""
     from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 
-    cfg = _config(params, set_)
-    try:
-        (acquire_images if what is Acquirable.images else acquire_textures)(cfg, Layout())
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    _run_stage(acquire_images if what is Acquirable.images else acquire_textures, params, set_)
 
 
 @app.command()
@@ -118,11 +129,7 @@ def bank(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
     """DVC stage: precompute the synthetic anomaly bank (Perlin masks and textures)."""
     from pfadseg.pipeline.bank import run_bank
 
-    cfg = _config(params, set_)
-    try:
-        run_bank(cfg, Layout())
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+    _run_stage(run_bank, params, set_)
 
 
 @app.command("train-student")
@@ -132,11 +139,7 @@ def train_student(
     """DVC stage: train the denoising student of one category (resumes from its last checkpoint)."""
     from pfadseg.pipeline.train import run_train_student
 
-    cfg = _config(params, set_)
-    try:
-        run_train_student(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    _run_stage(run_train_student, params, set_, category, _FIRST_SEED if seed is None else seed)
 
 
 @app.command("train-seg")
@@ -146,11 +149,7 @@ def train_seg(
     """DVC stage: train the segmentation net of one category on the frozen student."""
     from pfadseg.pipeline.train import run_train_seg
 
-    cfg = _config(params, set_)
-    try:
-        run_train_seg(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    _run_stage(run_train_seg, params, set_, category, _FIRST_SEED if seed is None else seed)
 
 
 @app.command()
@@ -160,11 +159,7 @@ def evaluate(
     """DVC stage: evaluate one category's trained model on its test set (metrics, scores, maps, curves)."""
     from pfadseg.pipeline.evaluate import run_evaluate
 
-    cfg = _config(params, set_)
-    try:
-        run_evaluate(cfg, Layout(), category, cfg.seeds[0] if seed is None else seed)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    _run_stage(run_evaluate, params, set_, category, _FIRST_SEED if seed is None else seed)
 
 
 @app.command()
@@ -172,11 +167,7 @@ def report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
     """DVC stage: render reports/tables.md and reports/figures/ from the runs that exist."""
     from pfadseg.pipeline.report import run_report
 
-    cfg = _config(params, set_)
-    try:
-        run_report(cfg, Layout())
-    except (OSError, ValueError) as exc:
-        _fail(exc)
+    _run_stage(run_report, params, set_)
 
 
 @app.command()

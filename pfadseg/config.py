@@ -395,6 +395,18 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     return tree
 
 
+def select_params(cfg: Config, keys: Sequence[str]) -> dict[str, Any]:
+    """The values of dotted ``keys`` in ``cfg``, e.g. what one DVC stage reads."""
+    tree = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for key in keys:
+        node: Any = tree
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
 def profile_overrides(path: Path | str) -> list[str]:
     """A profile file (flat ``dotted.key: value`` YAML, e.g. profiles/destseg.yaml) as ``KEY=VALUE`` overrides."""
     path = Path(path)

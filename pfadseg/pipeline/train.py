@@ -14,7 +14,7 @@ from torch import nn
 
 from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, load_model_file, save_model_file
 from pfadseg.calibrate import calibrate_run
-from pfadseg.config import Config
+from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_images
 from pfadseg.data.layout import scan_category
 from pfadseg.models.build import build_segnet, build_student, build_teacher
@@ -48,18 +48,6 @@ _COMMON_PARAMS: tuple[str, ...] = (
 STUDENT_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "train.student")
 SEG_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "model.use_rcm", "model.rcm", "train.seg", "calibrate",
                                "eval.batch_size", "eval.top_k")
-
-
-def select_params(cfg: Config, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The values of dotted ``keys`` in ``cfg`` (what a stage depends on)."""
-    tree = cfg.to_dict()
-    out: dict[str, Any] = {}
-    for key in keys:
-        node: Any = tree
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return out
 
 
 def load_teacher(cfg: Config, device: torch.device) -> nn.Module:

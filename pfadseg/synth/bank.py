@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from pfadseg.config import Config
+from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import scan_textures
 from pfadseg.fsio import atomic_dir, read_json, write_json
@@ -60,14 +60,7 @@ class BankError(ValueError):
 
 def bank_params(cfg: Config) -> dict[str, Any]:
     """The values of :data:`BANK_PARAMS` in ``cfg``, by dotted key."""
-    tree = cfg.to_dict()
-    out: dict[str, Any] = {}
-    for key in BANK_PARAMS:
-        node: Any = tree
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return out
+    return select_params(cfg, BANK_PARAMS)
 
 
 def list_textures(root: Path) -> list[Path]:

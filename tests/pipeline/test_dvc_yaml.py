@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from pfadseg.config import config_from_dict, read_params
+from pfadseg.config import config_from_dict, read_params, select_params
 from pfadseg.pipeline.evaluate import EVAL_PARAMS
 from pfadseg.pipeline.report import REPORT_PARAMS
-from pfadseg.pipeline.train import SEG_PARAMS, STUDENT_PARAMS, select_params
+from pfadseg.pipeline.train import SEG_PARAMS, STUDENT_PARAMS
 from tests.conftest import REPO
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
