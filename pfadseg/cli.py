@@ -207,18 +207,24 @@ def profile(name: Annotated[str, typer.Argument(help="A profile in profiles/ (de
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project (must not exist or be empty).")] = Path(
         "demo-run"),
+    ablation: Annotated[bool, typer.Option(help="Then the reduced ablation (profiles/demo-ablation.yaml).")] = False,
 ) -> None:
     """Offline demo: the whole DVC pipeline on procedural data with a random teacher (profiles/demo.yaml)."""
     from pfadseg.config import profile_overrides
+    from pfadseg.pipeline.ablate import render_ablation_report, run_ablation_experiments
     from pfadseg.pipeline.workspace import make_workspace, run_dvc
 
     _setup_logging()
     try:
         make_workspace(Path.cwd(), workdir, profile_overrides(Path("profiles/demo.yaml")))
         run_dvc(workdir, "repro", capture=False)
+        if ablation:
+            reduced = profile_overrides(Path("profiles/demo-ablation.yaml"))
+            run_ablation_experiments(Layout(workdir), reduced)
+            render_ablation_report(load_config(workdir / "params.yaml"), Layout(workdir))
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
-    typer.echo(f"demo finished: {workdir / 'reports' / 'tables.md'} and {workdir / 'reports' / 'figures'}")
+    typer.echo(f"demo finished: {workdir / 'reports'} (tables.md{', ablation.md' if ablation else ''}, figures/)")
 
 
 @app.command()

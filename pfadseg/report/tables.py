@@ -57,9 +57,9 @@ def _group_stat(per_cat: dict[str, Stat | None], cats: Sequence[str]) -> tuple[S
 
 
 def signed_delta(ours: Stat | None, paper: float | None) -> str:
-    """``ours − paper`` with a real minus sign; empty when we have no number, a dash when the paper has none."""
+    """``ours − paper`` with a real minus sign; a dash when either number is missing."""
     if ours is None or paper is None or math.isnan(ours.mean):
-        return NOT_REPORTED if ours is not None else ""
+        return NOT_REPORTED
     return f"{ours.mean - paper:+.1f}".replace("-", "−")
 
 
@@ -121,7 +121,7 @@ def _image_table(runs: dict[str, list[dict[str, Any]]], paper: PaperNumbers) -> 
         pf = paper.image_auroc_mean["PFADSeg"] if key == "mean" else None
         ds = paper.image_auroc_mean["DeSTSeg"] if key == "mean" else None
         cells = [_row_label(key, count, len(cats)), str(ours) if ours else NOT_RUN, _paper(pf),
-                 signed_delta(ours, pf) if pf else "", _paper(ds), signed_delta(ours, ds) if ds else ""]
+                 signed_delta(ours, pf), _paper(ds), signed_delta(ours, ds)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -30,6 +30,8 @@ def test_repro_builds_every_output_and_a_complete_report(workspace: Path) -> Non
     tables = (workspace / "reports/tables.md").read_text()
     for title in ("Table 1", "Table 2", "Table 3", "Extra"):
         assert f"## {title}" in tables
+    rows = [line for line in tables.splitlines() if line.startswith("| ") and not line.startswith("| Category")]
+    assert rows and all(cell.strip() for row in rows for cell in row.strip("|").split("|")), "an empty cell"
     assert "SYNTHETIC DATA" in tables and "RANDOM TEACHER" in tables
     for category in ("bottle", "carpet"):
         row = next(line for line in tables.splitlines() if line.startswith(f"| {category} |"))
