@@ -181,3 +181,16 @@ def test_folder_without_masks_skips_pixel_metrics(
     assert 0.0 <= metrics["seg"]["image_auroc"] <= 1.0
     prov = provenance(folder_cfg, Layout(), collect_runs(folder_cfg, Layout()))
     assert any("Pixel-level metrics skipped (no ground-truth masks): bottle" in w for w in prov.warnings)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_both_stages_run_on_cuda_with_bf16_autocast(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = _cfg(tiny_config, "train.device=cuda", "train.amp=true", "train.channels_last=true")
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
+    meta = load_model_file(Layout().seg("bottle", 0), SEG_FORMAT)["meta"]
+    assert meta["device"].startswith("cuda")
+    assert all(torch.isfinite(torch.tensor(v)) for v in meta["final_losses"].values())
+    run_evaluate(cfg, Layout(), "bottle", 0)
+    assert json.loads(Layout().metrics("bottle", 0).read_text())["device"].startswith("cuda")
