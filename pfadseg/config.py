@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pfadseg.data.categories import MVTEC_CATEGORIES
+from pfadseg.data.categories import KSDD2_CATEGORY, MVTEC_CATEGORIES
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -41,7 +41,7 @@ def num(lo: float | None = None, hi: float | None = None, *, lo_open: bool = Fal
 @dataclass(frozen=True)
 class ArchiveConfig:
     url: str
-    sha256: str
+    sha256: str | None  # null: unknown; the download prints the computed sha256 and asks to pin it
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ class ProceduralTexturesConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["mvtec", "synthetic", "folder"]
+    source: Literal["mvtec", "synthetic", "folder", "ksdd2"]
     root: str | None
     textures: Literal["dtd", "procedural"]
     image_size: int = num(64, 1024)
     categories: list[str]
     mvtec: ArchiveConfig
     dtd: ArchiveConfig
+    ksdd2: ArchiveConfig
     synthetic: SyntheticDataConfig
     procedural_textures: ProceduralTexturesConfig
 
@@ -84,7 +85,10 @@ class DataConfig:
                               f"got {self.image_size}")
         if self.source == "folder" and not self.root:
             raise ConfigError(f"{key}.root: required when data.source is folder (your dataset in MVTec layout)")
-        if self.source != "folder":
+        if self.source == "ksdd2" and self.categories != [KSDD2_CATEGORY]:
+            raise ConfigError(f"{key}.categories: must be [{KSDD2_CATEGORY}] when data.source is ksdd2, "
+                              f"got {self.categories}")
+        if self.source in ("mvtec", "synthetic"):
             unknown = [c for c in self.categories if c not in MVTEC_CATEGORIES]
             if unknown:
                 raise ConfigError(f"{key}.categories: {unknown} are not MVTec AD categories "
@@ -143,7 +147,25 @@ class RCMConfig:
 
 
 @dataclass(frozen=True)
+class ADPSConfig:
+    """ADPS (adps-method.md): every field is a detail the paper leaves open except ``k``."""
+
+    k: int = num(1, 64)
+    split_at: Literal["input", "stage1", "stage2"]
+    wmb_detach_student: bool
+    psm_widths: list[int]
+    target_resize: Literal["bilinear", "maxpool"]
+    clamp_anomalous_cos: bool
+    score_sigma: float = num(0.0)
+
+    def validate(self, key: str) -> None:
+        if len(self.psm_widths) != 4 or min(self.psm_widths) < 1:
+            raise ConfigError(f"{key}.psm_widths: expected 4 positive widths (up-blocks 1..4), got {self.psm_widths}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
+    arch: Literal["pfadseg", "adps"]
     use_aff: bool
     use_pcar: bool
     use_rcm: bool
@@ -153,10 +175,13 @@ class ModelConfig:
     pcar: PCARConfig
     rcm: RCMConfig
     decoder_upsample: Literal["between_stages", "in_block"]
+    adps: ADPSConfig
 
     @property
     def variant(self) -> str:
-        """Short name of the switch combination, e.g. ``destseg`` or ``aff+pcar+rcm``."""
+        """Short name of the architecture: ``adps``, or the switch combination, e.g. ``destseg``, ``aff+pcar+rcm``."""
+        if self.arch == "adps":
+            return "adps"
         parts = [n for n, on in (("aff", self.use_aff), ("pcar", self.use_pcar), ("rcm", self.use_rcm)) if on]
         return "+".join(parts) if parts else "destseg"
 
@@ -210,6 +235,28 @@ class SegTrainConfig:
 
 
 @dataclass(frozen=True)
+class ADPSTrainConfig:
+    """ADPS joint training (adps-method.md 3-5): one stage trains student and post-segmentation module."""
+
+    epochs: int = num(1)
+    batch_size: int = num(2)
+    lr: float = num(0.0, lo_open=True)
+    milestones: list[int]
+    lr_decay: float = num(0.0, 1.0, lo_open=True)
+    focal_gamma: float = num(0.0)
+    seg_weight: float = num(0.0)
+    synthesis: Literal["draem", "destseg"]
+    clean_probability: float = num(0.0, 1.0)
+    rotate_probability: float = num(0.0, 1.0)
+    rotate_degrees: float = num(0.0, 180.0)
+
+    def validate(self, key: str) -> None:
+        if sorted(self.milestones) != self.milestones or any(not 0 < m < self.epochs for m in self.milestones):
+            raise ConfigError(f"{key}.milestones: must be increasing epochs between 1 and epochs - 1 "
+                              f"({self.epochs - 1}), got {self.milestones}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
@@ -220,6 +267,7 @@ class TrainConfig:
     augment: AugmentConfig
     student: StudentTrainConfig
     seg: SegTrainConfig
+    adps: ADPSTrainConfig
 
 
 @dataclass(frozen=True)
@@ -255,6 +303,9 @@ class Config:
     def validate(self, key: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: must list at least one distinct non-negative seed, got {self.seeds}")
+        if self.model.arch == "adps" and self.data.image_size % (16 * self.model.adps.k):
+            raise ConfigError(f"model.adps.k: data.image_size ({self.data.image_size}) must be a multiple of 16 * k "
+                              f"= {16 * self.model.adps.k}, so every patch reaches the student's 1/16 level")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what gets stored beside models and results)."""

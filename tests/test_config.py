@@ -39,6 +39,10 @@ def test_overrides_are_yaml_typed() -> None:
         ("bank.opacity_min=1.0", "bank.opacity_min: must be below opacity_max"),
         ("model.rcm.band_kernel=10", "model.rcm.band_kernel: must be odd"),
         ("train.augment.none=[bottle]", "train.augment.rotate: 'bottle' is also in train.augment.none"),
+        ("model.arch=vit", "model.arch: 'vit' is not allowed; use one of 'pfadseg', 'adps'"),
+        ("train.adps.milestones=[270,240]", "train.adps.milestones: must be increasing"),
+        ("model.adps.psm_widths=[8,8]", "model.adps.psm_widths: expected 4 positive widths"),
+        ("data.source=ksdd2", "data.categories: must be [ksdd2] when data.source is ksdd2"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, message: str) -> None:
@@ -50,7 +54,7 @@ def test_invalid_values_name_the_key(override: str, message: str) -> None:
 def test_unknown_and_missing_keys_are_named(tmp_path: Path) -> None:
     tree = read_params(REPO / "params.yaml")
     tree["model"]["use_magic"] = True
-    with pytest.raises(ConfigError, match=r"model: unknown key\(s\) model.use_magic; allowed: use_aff"):
+    with pytest.raises(ConfigError, match=r"model: unknown key\(s\) model.use_magic; allowed: arch, use_aff"):
         config_from_dict(tree)
     tree = read_params(REPO / "params.yaml")
     del tree["train"]["seg"]["lr_head"]

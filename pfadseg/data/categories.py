@@ -1,4 +1,4 @@
-"""Facts about the MVTec AD categories (Bergmann et al., CVPR 2019): names, kinds and counts."""
+"""Facts about the MVTec AD categories (Bergmann et al., CVPR 2019) and KolektorSDD2: names, kinds, counts."""
 
 TEXTURE_CATEGORIES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 OBJECT_CATEGORIES: tuple[str, ...] = (
@@ -14,6 +14,11 @@ MVTEC_TRAIN_COUNTS: dict[str, int] = {
     "zipper": 240,
 }
 MVTEC_TOTALS: dict[str, int] = {"train": 3629, "test": 1725, "test_good": 467, "test_defective": 1258}
+
+
+# KolektorSDD2 (Bozic et al., 2021), one category; official test split 894 good + 110 defective (adps-method.md 6).
+KSDD2_CATEGORY = "ksdd2"
+KSDD2_TEST_COUNTS: dict[str, int] = {"test_good": 894, "test_defective": 110}
 
 
 def is_texture(category: str) -> bool:
