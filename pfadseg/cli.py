@@ -173,16 +173,17 @@ def report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
 @app.command()
 def ablate(
     run: Annotated[bool, typer.Option(help="Run the 7 experiments first (--no-run: only render).")] = True,
+    adps: Annotated[bool, typer.Option(help="Also run ADPS (experiment adps, -S model.arch=adps).")] = False,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
-    """PFADSeg Table 4: run the 7 switch combinations as DVC experiments, render reports/ablation.md."""
+    """PFADSeg Table 4: run the 7 switch combinations (and --adps) as DVC experiments, render reports/ablation.md."""
     from pfadseg.pipeline.ablate import render_ablation_report, run_ablation_experiments
 
     cfg = _config(params, set_)
     try:
         if run:
-            run_ablation_experiments(Layout(), set_ or ())
+            run_ablation_experiments(Layout(), set_ or (), adps=adps)
         render_ablation_report(cfg, Layout())
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)

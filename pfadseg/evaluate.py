@@ -10,14 +10,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from pfadseg.config import EvalConfig
+from pfadseg.config import Config, EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
-from pfadseg.metrics import MetricsError, evaluate_maps, image_auroc, image_scores
+from pfadseg.metrics import MetricsError, evaluate_maps, image_auroc, image_scores, smoothed_max_scores
 from pfadseg.train.loop import autocast
 
 log = logging.getLogger(__name__)
 
 BRANCHES = ("seg", "dest")  # the segmentation output (DeSTSeg/PFADSeg) and the DeST product of cosine maps
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """Image score from an anomaly map: top-k mean (DeSTSeg, protocol 4.2) or, with ``sigma``, the max of
+    the Gaussian-smoothed map (ADPS Algorithm 1)."""
+
+    top_k: int
+    sigma: float | None = None
+
+    def __call__(self, maps: np.ndarray) -> np.ndarray:
+        return image_scores(maps, self.top_k) if self.sigma is None else smoothed_max_scores(maps, self.sigma)
+
+    def describe(self) -> str:
+        return f"mean of the top-{self.top_k} pixels" if self.sigma is None else \
+            f"max of the Gaussian-smoothed map (sigma {self.sigma:g})"
+
+
+def score_rule(cfg: Config) -> ScoreRule:
+    """The image-score rule of the configured architecture."""
+    return ScoreRule(cfg.eval.top_k, cfg.model.adps.score_sigma if cfg.model.arch == "adps" else None)
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ PIXEL_SKIPPED = "skipped: ground-truth masks missing"
 
 
 def evaluate_branches(
-    maps: BranchMaps, test_set: TestSet, cfg: EvalConfig, *, pixel_level: bool = True
+    maps: BranchMaps, test_set: TestSet, cfg: EvalConfig, rule: ScoreRule, *, pixel_level: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Metrics (with curves) of each branch on one category's test set.
 
@@ -67,19 +88,20 @@ def evaluate_branches(
     for branch in BRANCHES:
         branch_maps = getattr(maps, branch)
         _check_finite(branch_maps, test_set, branch)
+        scores = rule(branch_maps)
         if pixel_level:
-            results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k,
+            results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, scores=scores,
                                             aupro_mode=cfg.aupro_mode, fpr_limit=cfg.aupro_fpr_limit, curves=True)
         else:
-            scores = image_scores(branch_maps, cfg.top_k)
             results[branch] = {"image_auroc": image_auroc(scores, test_set.folder_labels), "top_k": cfg.top_k,
                                "pixel_metrics": PIXEL_SKIPPED}
+        results[branch]["image_score"] = rule.describe()
     return results
 
 
-def score_table(maps: BranchMaps, test_set: TestSet, top_k: int) -> list[dict[str, Any]]:
+def score_table(maps: BranchMaps, test_set: TestSet, rule: ScoreRule) -> list[dict[str, Any]]:
     """One row per test image: path, defect folder, labels (from the mask and the folder) and branch scores."""
-    scores = {branch: image_scores(getattr(maps, branch), top_k) for branch in BRANCHES}
+    scores = {branch: rule(getattr(maps, branch)) for branch in BRANCHES}
     return [
         {"path": str(path), "defect": defect, "label": int(label), "folder_label": int(folder_label),
          **{f"score_{b}": float(scores[b][i]) for b in BRANCHES}}

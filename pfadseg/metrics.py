@@ -218,6 +218,14 @@ def image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
     return _image_scores(_check_maps(maps), top_k)
 
 
+def smoothed_max_scores(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Image score = max of the Gaussian-smoothed map (scipy, reflect border), float64 (ADPS Algorithm 1)."""
+    maps = _check_maps(maps).astype(np.float64)
+    if sigma > 0:
+        maps = ndimage.gaussian_filter(maps, sigma=sigma, axes=(1, 2))
+    return maps.reshape(maps.shape[0], -1).max(axis=1)
+
+
 def _image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
     """image_scores on checked maps."""
     flat = maps.reshape(maps.shape[0], -1)
@@ -446,6 +454,7 @@ def evaluate_maps(
     aupro_mode: str = "mvtec",
     fpr_limit: float = 0.3,
     labels: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
     curves: bool = False,
 ) -> dict[str, Any]:
     """All metrics of one category's test set (destseg-protocol.md 4.2-4.3); pixels are sorted only once.
@@ -455,6 +464,7 @@ def evaluate_maps(
     ``.aupro_fpr_limit`` from params.yaml. Image labels default to "mask has an anomalous pixel". With
     ``curves`` the result also holds ``curves``: image ROC, pixel ROC and PR, and the PRO curve up to the
     limit, as plain lists (pixel curves thinned to about ``CURVE_POINTS`` points).
+    ``scores`` replaces the top-k image scores by precomputed ones (e.g. :func:`smoothed_max_scores`).
     Raises :class:`MetricsError` on bad input or a test set without anomalous regions.
     """
     maps, masks = _check_inputs(maps, masks)
@@ -465,7 +475,10 @@ def evaluate_maps(
         _check_binary(labels, "image labels")
     if image_labels.shape != (maps.shape[0],):
         raise MetricsError(f"shape mismatch: {maps.shape[0]} maps but image labels {image_labels.shape}")
-    scores = _image_scores(maps, top_k)
+    if scores is None:
+        scores = _image_scores(maps, top_k)
+    elif np.shape(scores) != (maps.shape[0],) or not np.isfinite(scores).all():
+        raise MetricsError(f"image scores must be {maps.shape[0]} finite values, got shape {np.shape(scores)}")
     px = _sort_pixels(maps, masks)
     th = _thresholds(px.neg, px.pos)
     aupro_fn = _aupro_mvtec if aupro_mode == "mvtec" else _aupro_destseg

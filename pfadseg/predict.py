@@ -169,6 +169,9 @@ def load_predictor(
     except ConfigError as exc:
         raise PredictError(f"{seg_path}: its stored config does not validate with this pfadseg version ({exc}); "
                            "retrain the model or use the version that trained it") from None
+    if cfg.model.arch != "pfadseg":
+        raise PredictError(f"{seg_path}: a model.arch={cfg.model.arch} run; predict and export serve pfadseg "
+                           "(and DeSTSeg) models only, evaluate ADPS with `pfadseg evaluate` or dvc repro")
     current = teacher_record(cfg)
     for path, file in ((seg_path, seg_file), (student_path, student_file)):
         stored = file["meta"].get("teacher", {})

@@ -11,21 +11,31 @@ from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
 from pfadseg.pipeline.report import collect_runs, provenance
 from pfadseg.pipeline.workspace import run_dvc
-from pfadseg.report.ablation import ablation_chart, parse_exp_show, render_ablation, variants
+from pfadseg.report.ablation import (
+    ADPS_EXPERIMENT,
+    ADPS_OVERRIDES,
+    ablation_chart,
+    parse_exp_show,
+    render_ablation,
+    variants,
+)
 
 log = logging.getLogger(__name__)
 
 
-def run_ablation_experiments(layout: Layout, extra_overrides: Sequence[str] = ()) -> None:
-    """Run the seven variants one after another as named experiments in the workspace.
+def run_ablation_experiments(layout: Layout, extra_overrides: Sequence[str] = (), *, adps: bool = False) -> None:
+    """Run the seven variants (and, with ``adps``, ADPS) one after another as named experiments.
 
     DVC's run cache trains only 4 students for the 7 rows (students depend on AFF and PCAR only). Row 7
     (PFADSeg, the params.yaml default) runs last, so the workspace ends on the default switches.
     """
-    for variant in variants():
-        args = [a for o in (*variant.overrides, *extra_overrides) for a in ("-S", o)]
-        log.info("ablation: running %s", variant.name)
-        run_dvc(layout.root, "exp", "run", "-n", variant.name, *args, capture=False)
+    runs = [(v.name, v.overrides) for v in variants()]
+    if adps:
+        runs.insert(len(runs) - 1, (ADPS_EXPERIMENT, list(ADPS_OVERRIDES)))
+    for name, overrides in runs:
+        args = [a for o in (*overrides, *extra_overrides) for a in ("-S", o)]
+        log.info("ablation: running %s", name)
+        run_dvc(layout.root, "exp", "run", "-n", name, *args, capture=False)
 
 
 def render_ablation_report(cfg: Config, layout: Layout) -> None:

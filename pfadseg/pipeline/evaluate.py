@@ -14,7 +14,7 @@ import torch
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import scan_category
-from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_table
+from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_rule, score_table
 from pfadseg.fsio import atomic_path, write_json
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.paths import Layout
@@ -58,7 +58,7 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     test_set = load_test_set(files, cfg.data.image_size)
     detector, meta = load_detector(cfg, layout, category, seed, device)
     maps = infer_maps(detector, test_set.images, batch_size=cfg.eval.batch_size, device=device, amp=cfg.train.amp)
-    results = evaluate_branches(maps, test_set, cfg.eval, pixel_level=pixel_level)
+    results = evaluate_branches(maps, test_set, cfg.eval, score_rule(cfg), pixel_level=pixel_level)
     wall = time.perf_counter() - began
 
     summary: dict[str, Any] = {
@@ -77,7 +77,7 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
         summary[branch] = {k: v for k, v in results[branch].items() if k != "curves"}
     write_json(layout.metrics(category, seed), summary)
 
-    rows = score_table(maps, test_set, cfg.eval.top_k)
+    rows = score_table(maps, test_set, score_rule(cfg))
     with atomic_path(layout.scores(category, seed)) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

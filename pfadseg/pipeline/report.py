@@ -16,10 +16,27 @@ from pfadseg.report.tables import Provenance, render_tables
 log = logging.getLogger(__name__)
 
 REPORT_PARAMS: tuple[str, ...] = (
-    "seed", "data.categories", "data.image_size", "data.source", "data.textures", "seeds", "model.use_aff",
-    "model.use_pcar", "model.use_rcm", "model.teacher_weights", "train.student.iterations",
-    "train.student.batch_size", "train.seg.iterations", "train.seg.batch_size", "report",
+    "seed", "data.categories", "data.image_size", "data.source", "data.textures", "seeds", "model.arch",
+    "model.use_aff", "model.use_pcar", "model.use_rcm", "model.teacher_weights", "model.adps.k",
+    "train.student.iterations", "train.student.batch_size", "train.seg.iterations", "train.seg.batch_size",
+    "train.adps.epochs", "train.adps.batch_size", "train.adps.synthesis", "report",
 )
+
+
+def _model_line(cfg: Config) -> str:
+    if cfg.model.arch == "adps":
+        return f"ADPS (k={cfg.model.adps.k}, split at {cfg.model.adps.split_at}; open details: docs/deviations.md)"
+    return (f"{cfg.model.variant} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
+            f"use_rcm={cfg.model.use_rcm})")
+
+
+def _schedule_line(cfg: Config) -> str:
+    if cfg.model.arch == "adps":
+        adps = cfg.train.adps
+        return (f"ADPS joint training {adps.epochs} epochs x batch {adps.batch_size} (Adam {adps.lr:g}), "
+                f"{adps.synthesis} anomalies, {cfg.data.image_size} px")
+    return (f"student {cfg.train.student.iterations} it x {cfg.train.student.batch_size}, "
+            f"seg {cfg.train.seg.iterations} it x {cfg.train.seg.batch_size}, {cfg.data.image_size} px")
 
 
 def collect_runs(cfg: Config, layout: Layout) -> dict[str, list[dict[str, Any]]]:
@@ -59,6 +76,8 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
         if all_runs else {}
     source = images.get("source", cfg.data.source)
     warnings = []
+    if source == "ksdd2":
+        warnings.append("KolektorSDD2: the MVTec tables below stay empty; see the KolektorSDD2 section.")
     if source == "synthetic":
         warnings.append("SYNTHETIC DATA: these numbers come from the procedural offline dataset, not MVTec AD; "
                         "they are not comparable with the paper.")
@@ -77,12 +96,10 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
         "Data": f"{source} ({images.get('sha256') or 'seed ' + str(images.get('seed', cfg.seed))})",
         "Anomaly sources": f"{textures.get('source', cfg.data.textures)} "
                            f"({textures.get('sha256') or 'seed ' + str(textures.get('seed', cfg.seed))})",
-        "Model": f"{cfg.model.variant} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
-                 f"use_rcm={cfg.model.use_rcm})",
+        "Model": _model_line(cfg),
         "Teacher": ", ".join(f"{k}={v}" for k, v in teacher.items()),
         "Seeds": f"training {cfg.seeds}, base {cfg.seed}",
-        "Schedule": f"student {cfg.train.student.iterations} it x {cfg.train.student.batch_size}, "
-                    f"seg {cfg.train.seg.iterations} it x {cfg.train.seg.batch_size}, {cfg.data.image_size} px",
+        "Schedule": _schedule_line(cfg),
         "Device": ", ".join(devices) or "n/a",
         "Revision": git_revision(layout.root),
         "Wall time (all runs)": ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()) or "n/a",

@@ -16,10 +16,12 @@ import numpy as np
 
 from pfadseg.fsio import atomic_path
 from pfadseg.report.paper import paper_numbers
-from pfadseg.report.tables import NOT_RUN, Provenance, Stat, aggregate, render_provenance, signed_delta
+from pfadseg.report.tables import NOT_REPORTED, NOT_RUN, Provenance, Stat, aggregate, render_provenance, signed_delta
 
 METRICS = (("image_auroc", "Image AUROC"), ("pixel_ap", "Pixel AP"), ("iap", "IAP"))
 SWITCHES = ("use_rcm", "use_aff", "use_pcar")
+ADPS_EXPERIMENT = "adps"  # `dvc exp run -n adps -S model.arch=adps`: ADPS beside the seven rows
+ADPS_OVERRIDES = ("model.arch=adps",)
 _METRICS_FILE = re.compile(r"(?:^|/)metrics/(?P<category>[^/]+)/seed(?P<seed>\d+)\.json$")
 
 
@@ -58,6 +60,7 @@ class ExperimentResult:
     name: str
     switches: tuple[bool, bool, bool]  # (rcm, aff, pcar)
     runs: dict[str, list[dict[str, Any]]]
+    arch: str = "pfadseg"
 
 
 def _entries(exp_show: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -82,15 +85,22 @@ def parse_exp_show(exp_show: list[dict[str, Any]]) -> list[ExperimentResult]:
                 runs.setdefault(match["category"], []).append(metrics["data"])
         if runs:
             results.append(ExperimentResult(entry.get("name") or entry.get("rev", "?")[:7],
-                                            tuple(model[s] for s in SWITCHES), runs))  # type: ignore[arg-type]
+                                            tuple(model[s] for s in SWITCHES), runs,  # type: ignore[arg-type]
+                                            str(model.get("arch", "pfadseg"))))
     return results
 
 
 def pick(results: list[ExperimentResult], variant: Variant) -> ExperimentResult | None:
-    """The experiment named after ``variant``, else the first one with its switches."""
-    matching = [r for r in results if r.switches == (variant.rcm, variant.aff, variant.pcar)]
+    """The experiment named after ``variant``, else the first pfadseg one with its switches."""
+    matching = [r for r in results if r.arch == "pfadseg" and r.switches == (variant.rcm, variant.aff, variant.pcar)]
     named = [r for r in matching if r.name == variant.name]
     return (named or matching or [None])[0]
+
+
+def pick_adps(results: list[ExperimentResult]) -> ExperimentResult | None:
+    """The experiment named ``adps``, else the first ADPS one."""
+    matching = [r for r in results if r.arch == "adps"]
+    return ([r for r in matching if r.name == ADPS_EXPERIMENT] or matching or [None])[0]
 
 
 def mean_over_categories(result: ExperimentResult, metric: str) -> Stat | None:
@@ -118,6 +128,16 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
             ours = mean_over_categories(found, metric) if found else None
             cells += [str(ours) if ours else NOT_RUN, f"{paper:.1f}", signed_delta(ours, paper)]
         lines.append("| " + " | ".join(cells) + " |")
+    adps = pick_adps(results)
+    if adps:
+        cells = ["ADPS", "", "", "", adps.name, str(len(adps.runs))]
+        for metric, _ in METRICS:
+            ours = mean_over_categories(adps, metric)
+            reported = paper_numbers().adps_pixel_ap["mvtec_ad"] if metric == "pixel_ap" else None
+            cells += [str(ours) if ours else NOT_RUN, f"{reported:.1f}" if reported else NOT_REPORTED,
+                      signed_delta(ours, reported)]
+        lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "The ADPS row is `model.arch=adps` (experiment `adps`); its paper states only the mean pixel AP."]
     return "\n".join([*lines, ""])
 
 

@@ -22,6 +22,7 @@ class PaperNumbers:
     image_auroc_mean: dict[str, float]
     ablation: list[dict[str, Any]]
     destseg_paper: dict[str, dict[str, tuple[float, float]]]  # category -> metric -> (mean, std)
+    adps_pixel_ap: dict[str, float]  # dataset (mvtec_ad, kolektorsdd2) -> ADPS's reported mean pixel AP
 
     def value(self, table: str, method: str, category: str, metric: str) -> float | None:
         """One reported number, or None when the paper gives none."""
@@ -48,4 +49,6 @@ def paper_numbers() -> PaperNumbers:
         ablation=[{**row, "metrics": raw["pfadseg_table4"]["metrics"]} for row in raw["pfadseg_table4"]["rows"]],
         destseg_paper={cat: {m: tuple(v) for m, v in zip(destseg["metrics"], values, strict=True)}
                        for cat, values in destseg["mean_std"].items()},
+        adps_pixel_ap={dataset: values["pixel_ap"] for dataset, values in raw["adps"].items()
+                       if dataset in ("mvtec_ad", "kolektorsdd2")},
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pfadseg.data.categories import KSDD2_CATEGORY
 from pfadseg.report.paper import PaperNumbers, paper_numbers
 
 NOT_RUN = "not run"
@@ -95,9 +96,11 @@ def _stats_by_row(runs: dict[str, list[dict[str, Any]]], branch: str, metric: st
 
 def _paired_table(runs: dict[str, list[dict[str, Any]]], table: str, metrics: Sequence[tuple[str, str]],
                   paper: PaperNumbers) -> list[str]:
+    """Ours beside PFADSeg and DeSTSeg per category; pixel AP also beside ADPS's reported MVTec mean."""
     header = ["Category"]
-    for _, title in metrics:
+    for metric, title in metrics:
         header += [f"{title} ours", "PFADSeg", "Δ", "DeSTSeg", "Δ"]
+        header += ["ADPS (mean only)", "Δ"] if metric == "pixel_ap" else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     stats = {m: _stats_by_row(runs, "seg", m, paper) for m, _ in metrics}
     for key, cats in _rows(paper):
@@ -108,7 +111,22 @@ def _paired_table(runs: dict[str, list[dict[str, Any]]], table: str, metrics: Se
             ds = paper.value(table, "DeSTSeg", key, metric)
             cells += [str(ours) if ours else NOT_RUN, _paper(pf), signed_delta(ours, pf), _paper(ds),
                       signed_delta(ours, ds)]
+            if metric == "pixel_ap":
+                adps = paper.adps_pixel_ap["mvtec_ad"] if key == "mean" else None
+                cells += [_paper(adps), signed_delta(ours, adps)]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ksdd2_table(runs: list[dict[str, Any]], paper: PaperNumbers) -> list[str]:
+    """KolektorSDD2: our metrics (segmentation branch) beside ADPS's reported pixel AP."""
+    metrics = (("image_auroc", "Image AUROC"), ("pixel_auroc", "Pixel AUROC"), ("pixel_ap", "Pixel AP"),
+               ("aupro", "AUPRO@0.3"), ("iap", "IAP"))
+    lines = ["| Metric | ours | ADPS (reported) | Δ |", "|---|---|---|---|"]
+    for metric, title in metrics:
+        ours = aggregate(runs, "seg", metric)
+        reported = paper.adps_pixel_ap["kolektorsdd2"] if metric == "pixel_ap" else None
+        lines.append(f"| {title} | {ours if ours else NOT_RUN} | {_paper(reported)} | {signed_delta(ours, reported)} |")
     return lines
 
 
@@ -183,4 +201,7 @@ def render_tables(runs: dict[str, list[dict[str, Any]]], prov: Provenance) -> st
         *_extra_table(runs, paper),
         "",
     ]
+    if KSDD2_CATEGORY in runs:
+        lines += ["## KolektorSDD2", "", *_ksdd2_table(runs[KSDD2_CATEGORY], paper), "",
+                  "ADPS reports only the pixel AP on KolektorSDD2 in text form (its Table IV did not extract).", ""]
     return "\n".join(lines)

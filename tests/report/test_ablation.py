@@ -57,3 +57,23 @@ def test_seven_variants_with_unique_names_and_full_overrides() -> None:
     assert [v.row for v in rows] == list(range(1, 8))
     assert len({v.name for v in rows}) == 7 and rows[-1].name == "ablation-7-rcm-aff-pcar"
     assert all(len(v.overrides) == 3 for v in rows), "each variant sets every switch, so runs never compound"
+
+
+def test_adps_experiment_gets_its_own_row_and_never_fills_a_switch_row() -> None:
+    exp_show = _exp_show()
+    adps = _entry("adps", True, True, True, {"bottle": 0.90, "carpet": 0.70})
+    adps["data"]["params"]["params.yaml"]["data"]["model"]["arch"] = "adps"
+    exp_show[1]["experiments"].insert(0, {"revs": [adps]})
+    results = parse_exp_show(exp_show)
+    assert [r.arch for r in results if r.name == "adps"] == ["adps"]
+    text = render_ablation(results, Provenance({}, []))
+    assert _row(text, 7)[4] == "main", "an ADPS run with the default switches must not count as row 7"
+    row = next(ln for ln in text.splitlines() if ln.startswith("| ADPS |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4:6] == ["adps", "2"]
+    assert cells[9:12] == ["50.0", "77.4", "−27.4"]  # pixel AP: ours, ADPS's reported MVTec mean, delta
+    assert cells[12:15] == ["80.0", "–", "–"]  # IAP: ADPS reports none
+
+
+def test_no_adps_row_without_an_adps_experiment() -> None:
+    assert "| ADPS |" not in render_ablation(parse_exp_show(_exp_show()), Provenance({}, []))

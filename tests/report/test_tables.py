@@ -74,3 +74,19 @@ def test_paper_numbers_are_loaded_as_data() -> None:
     assert paper.value("pixel", "PFADSeg", "mean", "pixel_ap") == 76.4
     assert paper.value("instance", "DeSTSeg", "screw", "iap90") == 6.4
     assert len(paper.ablation) == 7 and paper.destseg_paper["carpet"]["iap90"] == (58.6, 17.1)
+
+
+def test_pixel_ap_has_the_adps_reported_mean_on_the_mean_row_only(report: str) -> None:
+    table2 = _section(report, "Table 2")
+    # columns after the pixel AP DeSTSeg delta: ADPS (mean only), delta
+    assert _row(table2, "carpet")[11:13] == ["–", "–"]
+    mean = next(ln for ln in table2.splitlines() if ln.startswith("| **Mean**"))
+    cells = [c.strip() for c in mean.strip("|").split("|")]
+    assert cells[11] == "77.4" and cells[12] == f"{float(cells[6]) - 77.4:+.1f}".replace("-", "−")
+
+
+def test_kolektorsdd2_section_only_when_it_ran(report: str) -> None:
+    assert "## KolektorSDD2" not in report
+    text = render_tables({"ksdd2": [_run(0.9, 0.60)]}, Provenance({}, []))
+    row = _row(_section(text, "KolektorSDD2"), "Pixel AP")
+    assert row == ["Pixel AP", "60.0", "72.5", "−12.5"]
