@@ -433,3 +433,23 @@ def test_metrics_over_more_than_2_pow_24_pixels_are_exact() -> None:
     assert result["iap"] == pytest.approx(n_pos / (n_pos + n_tied), rel=1e-13)
     # PRO: (0,0) -> (n_tied/N, 1); at FPR .3 the PRO is .3 N / n_tied
     assert result["aupro"] == pytest.approx(0.5 * 0.3 * n_neg / n_tied, rel=1e-13)
+
+
+def test_smoothed_max_scores_match_scipy_and_feed_evaluate_maps() -> None:
+    from scipy import ndimage
+
+    from pfadseg.metrics import smoothed_max_scores
+
+    rng = np.random.default_rng(3)
+    maps = rng.random((4, 32, 32)).astype(np.float32)
+    maps[1, 5, 5] = 50.0  # a single hot pixel is spread by the smoothing: max of the smoothed map is far lower
+    expected = [ndimage.gaussian_filter(m.astype(np.float64), sigma=4).max() for m in maps]
+    scores = smoothed_max_scores(maps, 4.0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    assert scores[1] < 50.0 / 10 and smoothed_max_scores(maps, 0.0)[1] == 50.0
+    masks = np.zeros(maps.shape, dtype=bool)
+    masks[1, 4:7, 4:7] = True
+    result = evaluate_maps(maps, masks, scores=scores)
+    assert result["image_auroc"] == 1.0  # image 1 has the highest smoothed max
+    with pytest.raises(MetricsError, match="image scores must be 4 finite values"):
+        evaluate_maps(maps, masks, scores=scores[:3])
