@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pfadseg.config import ModelConfig
+from pfadseg.models.adps import ADPSNet
 from pfadseg.models.blocks import BlockParts
 from pfadseg.models.segnet import SegNet
 from pfadseg.models.student import Student
@@ -42,6 +43,12 @@ def build_segnet(model_cfg: ModelConfig, generator: torch.Generator | None = Non
     """Segmentation net with the AFF/PCAR switches in ``res`` and RCM (``use_rcm``) or ASPP as head."""
     with _seeded(generator):
         return SegNet(BlockParts.from_config(model_cfg), model_cfg.rcm if model_cfg.use_rcm else None)
+
+
+def build_adps(model_cfg: ModelConfig, teacher: nn.Module, generator: torch.Generator | None = None) -> ADPSNet:
+    """ADPS network around ``teacher``: patch student and post-segmentation module from ``model.adps``."""
+    with _seeded(generator):
+        return ADPSNet(teacher, model_cfg.adps)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""Training losses of DeSTSeg/PFADSeg (destseg-protocol.md 3.3; PFADSeg §3.4)."""
+"""Training losses of DeSTSeg/PFADSeg (destseg-protocol.md 3.3; PFADSeg §3.4) and ADPS (Eq. 7)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,27 @@ def seg_target(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Mask B x 1 x H x W -> B x 1 x h x w target: bilinear (align_corners=False, no antialias), then >= 0.5."""
     small = F.interpolate(mask.float(), size=size, mode="bilinear", align_corners=False)
     return (small >= 0.5).float()
+
+
+def signed_distillation_loss(
+    student_feats: Sequence[torch.Tensor],
+    teacher_feats: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+    *,
+    target_resize: Literal["bilinear", "maxpool"],
+    clamp: bool,
+) -> torch.Tensor:
+    """ADPS Eq. 7: per level the pixel mean of (1 - Y)(1 - cos) + Y cos (``clamp``: Y max(cos, 0)), summed over levels.
+
+    Y is the mask at the level's size: ``bilinear`` as :func:`seg_target`, ``maxpool`` marks a cell holding any
+    anomalous pixel (mask >= 0.5). Averaging over pixels and images gives the per-image mean over the batch.
+    """
+    if target_resize not in ("bilinear", "maxpool"):
+        raise ValueError(f"signed_distillation_loss: target_resize must be bilinear or maxpool, got {target_resize!r}")
+    total = torch.zeros((), device=student_feats[0].device, dtype=torch.float32)
+    for dist in cosine_distance_maps(student_feats, teacher_feats):  # each B x 1 x h x w, 1 - cos
+        size = dist.shape[-2:]
+        y = F.adaptive_max_pool2d((mask >= 0.5).float(), size) if target_resize == "maxpool" else seg_target(mask, size)
+        cos = 1 - dist
+        total = total + ((1 - y) * dist + y * (cos.clamp(min=0) if clamp else cos)).mean()
+    return total

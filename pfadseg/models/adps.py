@@ -1,0 +1,60 @@
+"""ADPS network: frozen teacher, patch student, WMB and post-segmentation module (ADPS Sec. III, Algorithm 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pfadseg.config import ADPSConfig
+from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
+from pfadseg.models.patchify import PatchStudent
+from pfadseg.models.psm import PostSegmentation
+from pfadseg.models.wmb import weight_mask
+
+
+class ADPSOutput(NamedTuple):
+    """What training needs: both feature pyramids (Eq. 7) and the 2-class map (Eq. 8)."""
+
+    teacher_feats: Sequence[torch.Tensor]  # 64 @ 1/4, 128 @ 1/8, 256 @ 1/16, detached
+    student_feats: Sequence[torch.Tensor]  # same shapes, stitched from the patches
+    probs: torch.Tensor  # B x 2 x H x W softmax, float32, channel 1 = anomaly
+
+
+class ADPSNet(nn.Module):
+    """Teacher sees the image, the student its k x k patches; PSM decodes the WMB features (ADPS Sec. III)."""
+
+    def __init__(self, teacher: nn.Module, cfg: ADPSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.teacher = teacher
+        self.student = PatchStudent(cfg.k, cfg.split_at)
+        self.psm = PostSegmentation(cfg.psm_widths)
+
+    def forward(self, images: torch.Tensor) -> ADPSOutput:
+        # B x 3 x H x W normalised -> ADPSOutput (probs at H x W)
+        teacher_feats = self.teacher(images)
+        student_feats = self.student(images)
+        weighted = [weight_mask(t, s, self.cfg.wmb_detach_student)[0]
+                    for t, s in zip(teacher_feats, student_feats, strict=True)]
+        return ADPSOutput(teacher_feats, student_feats, self.psm(weighted))
+
+
+class ADPSDetector(nn.Module):
+    """Normalised images -> (PSM anomaly map, DeST map) at the input size, as :class:`AnomalyDetector` returns."""
+
+    def __init__(self, net: ADPSNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images B x 3 x H x W -> (anomaly probability B x 1 x H x W in [0, 1], DeST map B x 1 x H x W in [0, 8])."""
+        out = self.net(images)
+        seg = out.probs[:, 1:2].float()
+        teacher_feats, student_feats = out.teacher_feats, out.student_feats
+        dest = dest_map(cosine_distance_maps(student_feats, teacher_feats), size=teacher_feats[0].shape[-2:])
+        dest = F.interpolate(dest.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return seg, dest
