@@ -39,6 +39,7 @@ log = logging.getLogger("pfadseg")
 class ImageSource(StrEnum):
     mvtec = "mvtec"
     dtd = "dtd"
+    ksdd2 = "ksdd2"
 
 
 class Acquirable(StrEnum):
@@ -92,18 +93,23 @@ def acquire(
 
 @app.command()
 def download(
-    dataset: Annotated[ImageSource, typer.Argument(help="mvtec (MVTec AD) or dtd (Describable Textures).")],
+    dataset: Annotated[ImageSource, typer.Argument(
+        help="mvtec (MVTec AD), dtd (Describable Textures) or ksdd2 (KolektorSDD2, as category ksdd2).")],
     archive: Annotated[Path | None, typer.Option(help="Use an archive you already have (still checksummed).")] = None,
     url: Annotated[str | None, typer.Option(help="Override the download URL of params.yaml.")] = None,
     sha256: Annotated[str | None, typer.Option(help="Override the expected sha256 of params.yaml.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
-    """Download (or take --archive), verify sha256, safely extract and validate MVTec AD or DTD."""
+    """Download (or take --archive), verify sha256, safely extract and validate MVTec AD, DTD or KolektorSDD2."""
+    from pfadseg.data.categories import KSDD2_CATEGORY
     from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 
     if dataset is ImageSource.mvtec:
         cfg = _config(params, [*(set_ or []), "data.source=mvtec"])
+        run = acquire_images
+    elif dataset is ImageSource.ksdd2:
+        cfg = _config(params, [*(set_ or []), "data.source=ksdd2", f"data.categories=[{KSDD2_CATEGORY}]"])
         run = acquire_images
     else:
         cfg = _config(params, [*(set_ or []), "data.textures=dtd"])

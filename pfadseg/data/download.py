@@ -35,6 +35,10 @@ class DownloadError(RuntimeError):
     """A download, checksum or archive problem; the message says what to do about it."""
 
 
+class UnpinnedChecksumError(DownloadError):
+    """An archive whose sha256 is not pinned in params.yaml: the message gives the computed one to pin."""
+
+
 class ArchiveError(DownloadError):
     """An archive that is corrupted or holds a member that could escape (or harm) the extraction folder."""
 
@@ -59,7 +63,7 @@ def archive_name(url: str) -> str:
 def _manual_hint(url: str, dest: Path) -> str:
     return (f"Without network access, download {url} elsewhere and place it at {dest.resolve()} "
             "(it is checked against its sha256), or pass it with "
-            "`pfadseg download mvtec|dtd --archive PATH`; "
+            "`pfadseg download mvtec|dtd|ksdd2 --archive PATH`; "
             "or work fully offline with `data.source: synthetic` (procedural MVTec-layout images) and "
             "`data.textures: procedural` in params.yaml.")
 
@@ -104,12 +108,17 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float) -> None:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
 
 
-def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
-    """Stream ``url`` into ``dest.part`` (resuming one), verify its sha256, then rename it to ``dest``."""
+def download(
+    url: str, dest: Path, *, sha256: str | None, progress: bool = True, timeout: float = TIMEOUT_S
+) -> Path:
+    """Stream ``url`` into ``dest.part`` (resuming one), verify its sha256, then rename it to ``dest``.
+
+    With ``sha256`` None (not pinned) nothing is verified: the caller reports the computed value.
+    """
     dest = Path(dest)
     if urlparse(url).scheme not in ("http", "https"):
         raise DownloadError(f"{url}: only http(s) URLs can be downloaded; for a local file use "
-                            "`pfadseg download mvtec|dtd --archive PATH`")
+                            "`pfadseg download mvtec|dtd|ksdd2 --archive PATH`")
     part = dest.with_suffix(dest.suffix + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -123,8 +132,7 @@ def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeou
         if part.is_file() and part.stat().st_size:
             kept = f" The partial download is kept at {part}; run again to resume it."
         raise DownloadError(f"cannot download {url}: {reason}.{kept} {_manual_hint(url, dest)}") from exc
-    actual = sha256_file(part)
-    if actual != sha256.lower():
+    if sha256 is not None and (actual := sha256_file(part)) != sha256.lower():
         part.unlink()
         raise DownloadError(f"{url}: sha256 mismatch, expected {sha256.lower()}, got {actual}; the download "
                             "was deleted. Run again, or check the sha256 in params.yaml if the file changed "
@@ -134,28 +142,40 @@ def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeou
 
 
 def fetch_archive(
-    spec: ArchiveConfig, archives_dir: Path, *, archive: Path | None = None, progress: bool = True
+    spec: ArchiveConfig, archives_dir: Path, *, archive: Path | None = None, name: str | None = None,
+    key: str = "data.<dataset>", progress: bool = True,
 ) -> Path:
-    """A verified archive: ``archive`` if given, else the copy in ``archives_dir``, else a download there."""
-    expected = spec.sha256.lower()
+    """A verified archive: ``archive`` if given, else the copy in ``archives_dir``, else a download there.
+
+    ``name`` is the file name in ``archives_dir`` (default: from the URL); ``key`` the params key of
+    ``spec``, named in messages. Without a pinned sha256 the archive is kept and
+    :class:`UnpinnedChecksumError` gives its computed sha256 to pin.
+    """
+    expected = spec.sha256.lower() if spec.sha256 else None
     if archive is not None:
-        archive = Path(archive)
-        if not archive.is_file():
-            raise DownloadError(f"{archive}: --archive file not found")
-        actual = sha256_file(archive)
-        if actual != expected:
-            raise DownloadError(f"{archive}: sha256 is {actual} but {expected} is expected for {spec.url}; "
+        path = Path(archive)
+        if not path.is_file():
+            raise DownloadError(f"{path}: --archive file not found")
+    else:
+        path = Path(archives_dir) / (name or archive_name(spec.url))
+        if not path.is_file():
+            download(spec.url, path, sha256=expected, progress=progress)
+            if expected is not None:
+                return path
+    actual = sha256_file(path)
+    if expected is None:
+        kept = "" if archive is not None else f" The archive is kept at {path}: nothing is downloaded again."
+        raise UnpinnedChecksumError(
+            f"{path}: no sha256 is pinned for {spec.url}; this archive's sha256 is {actual}. If it is the right "
+            f"archive, pin it as {key}.sha256 in params.yaml (or pass --sha256 {actual}) and run again.{kept}")
+    if actual != expected:
+        if archive is not None:
+            raise DownloadError(f"{path}: sha256 is {actual} but {expected} is expected for {spec.url}; "
                                 "is this the right (complete) archive?")
-        return archive
-    dest = Path(archives_dir) / archive_name(spec.url)
-    if dest.is_file():
-        actual = sha256_file(dest)
-        if actual != expected:
-            raise DownloadError(f"{dest}: corrupted or different archive (sha256 {actual}, expected "
-                                f"{expected}); delete it to download it again")
-        log.info("%s: archive present and verified", dest)
-        return dest
-    return download(spec.url, dest, sha256=expected, progress=progress)
+        raise DownloadError(f"{path}: corrupted or different archive (sha256 {actual}, expected "
+                            f"{expected}); delete it to download it again")
+    log.info("%s: archive present and verified", path)
+    return path
 
 
 def with_overrides(spec: ArchiveConfig, url: str | None = None, sha256: str | None = None) -> ArchiveConfig:
@@ -197,18 +217,33 @@ def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
                            "nothing was extracted")
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a .tar[.gz|.xz|.bz2]/.tgz/.zip into ``dest`` after checking every member; all or nothing."""
-    archive, dest = Path(archive), Path(dest)
+def _archive_kind(archive: Path) -> str | None:
+    """The archive type, ``zip`` or ``tar``, by its name's suffix, else by its content; None if neither."""
     lower = archive.name.lower()
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith(TAR_SUFFIXES):
+        return "tar"
+    if zipfile.is_zipfile(archive):
+        return "zip"
+    return "tar" if tarfile.is_tarfile(archive) else None
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a .tar[.gz|.xz|.bz2]/.tgz/.zip into ``dest`` after checking every member; all or nothing.
+
+    A file whose name has no known suffix (``wget`` of a URL without one) is recognised by its content.
+    """
+    archive, dest = Path(archive), Path(dest)
+    kind = _archive_kind(archive)
     try:
-        if lower.endswith(".zip"):
+        if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     _check_zip_member(info, archive)
                 with atomic_dir(dest) as tmp:
                     zf.extractall(tmp)
-        elif lower.endswith(TAR_SUFFIXES):
+        elif kind == "tar":
             with tarfile.open(archive, "r:*") as tf:
                 members = tf.getmembers()
                 for member in members:

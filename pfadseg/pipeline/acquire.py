@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from pfadseg.config import ArchiveConfig, Config
 from pfadseg.data.categories import MVTEC_CATEGORIES
-from pfadseg.data.download import fetch_archive, safe_extract, with_overrides
+from pfadseg.data.download import fetch_archive, safe_extract, sha256_file, with_overrides
+from pfadseg.data.ksdd2 import KSDD2_ARCHIVE, convert_ksdd2
 from pfadseg.data.layout import (
     build_manifest,
     check_mvtec_counts,
@@ -48,8 +49,8 @@ def _install(folders: Iterable[Path], dest: Path, check: Callable[[Path], T]) ->
 
 
 def _archive_record(spec: ArchiveConfig, archive: Path) -> dict[str, str]:
-    """Provenance of a verified archive (its sha256 was checked against ``spec``), for the manifest."""
-    return {"url": spec.url, "file": archive.name, "sha256": spec.sha256.lower()}
+    """Provenance of a verified archive (its sha256 was checked against ``spec`` when pinned), for the manifest."""
+    return {"url": spec.url, "file": archive.name, "sha256": (spec.sha256 or sha256_file(archive)).lower()}
 
 
 def _copy_folder(source: Path, categories: list[str], work: Path) -> list[Path]:
@@ -79,12 +80,22 @@ def acquire_images(
     record: dict[str, Any] = {"source": data.source, "root": data.root}
     if data.source == "mvtec":
         spec = with_overrides(data.mvtec, url, sha256)
-        path = fetch_archive(spec, layout.archives, archive=archive, progress=progress)
+        path = fetch_archive(spec, layout.archives, archive=archive, key="data.mvtec", progress=progress)
         with _workdir(root) as work:
             safe_extract(path, work / "extracted")
             found = find_dataset_root(work / "extracted", categories)
             counts = _install([found / cat for cat in categories], root,
                               lambda tmp: _mvtec_manifest(tmp, categories))
+        record.update(_archive_record(spec, path))
+    elif data.source == "ksdd2":
+        spec = with_overrides(data.ksdd2, url, sha256)
+        path = fetch_archive(spec, layout.archives, archive=archive, name=KSDD2_ARCHIVE, key="data.ksdd2",
+                             progress=progress)
+        with _workdir(root) as work:
+            safe_extract(path, work / "extracted")
+            record["conversion"] = convert_ksdd2(work / "extracted", work / "converted")
+            counts = _install([work / "converted" / cat for cat in categories], root,
+                              lambda tmp: build_manifest(tmp, categories))
         record.update(_archive_record(spec, path))
     elif data.source == "synthetic":
         with _workdir(root) as work:
@@ -115,7 +126,7 @@ def acquire_textures(
     with _workdir(root) as work:
         if data.textures == "dtd":
             spec = with_overrides(data.dtd, url, sha256)
-            path = fetch_archive(spec, layout.archives, archive=archive, progress=progress)
+            path = fetch_archive(spec, layout.archives, archive=archive, key="data.dtd", progress=progress)
             safe_extract(path, work / "extracted")
             record.update(_archive_record(spec, path))
         else:
