@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from pfadseg.artifacts import SEG_FORMAT, load_model_file
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import scan_category
@@ -18,7 +20,7 @@ from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_m
 from pfadseg.fsio import atomic_path, write_json
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.paths import Layout
-from pfadseg.pipeline.train import check_run, load_segnet, load_student, load_teacher, teacher_record
+from pfadseg.pipeline.train import check_run, load_adps, load_segnet, load_student, load_teacher, teacher_record
 from pfadseg.train.loop import configure_backends, resolve_device
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,12 @@ EVAL_PARAMS: tuple[str, ...] = ("seed", "data.source", "data.image_size", "model
 
 def load_detector(
     cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
-) -> tuple[AnomalyDetector, dict[str, dict[str, Any]]]:
-    """Teacher, trained student and segmentation net of one run as one eval-mode module, and their metadata."""
+) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """The eval-mode detector of one run (teacher, student and seg net, or the ADPS model) and its metadata."""
+    if cfg.model.arch == "adps":
+        detector, student_meta = load_adps(cfg, layout, category, seed, device)
+        seg_meta = load_model_file(layout.seg(category, seed), SEG_FORMAT)["meta"]
+        return detector, {"student": student_meta, "seg": seg_meta}
     student, student_meta = load_student(cfg, layout, category, seed, device)
     segnet, seg_meta = load_segnet(cfg, layout, category, seed, device)
     detector = AnomalyDetector(load_teacher(cfg, device), student, segnet).eval()

@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,16 @@ from pfadseg.calibrate import calibrate_run
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_images
 from pfadseg.data.layout import scan_category
-from pfadseg.models.build import build_segnet, build_student, build_teacher
+from pfadseg.models.adps import ADPSDetector, ADPSNet
+from pfadseg.models.build import build_adps, build_segnet, build_student, build_teacher
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.teacher import teacher_identity
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
 from pfadseg.synth.bank import AnomalyBank
-from pfadseg.synth.composer import make_composer
+from pfadseg.synth.composer import BatchComposer, make_composer
+from pfadseg.synth.draem import make_draem_composer
+from pfadseg.train.adps import adps_iterations, adps_optimizer, adps_step_fn
 from pfadseg.train.loop import (
     TrainLoop,
     autocast,
@@ -40,12 +44,14 @@ log = logging.getLogger(__name__)
 # The params each stage reads: dvc.yaml lists exactly these (tests/pipeline checks it), so an ablation that
 # changes only model.use_rcm restores every student from DVC's run cache.
 _COMMON_PARAMS: tuple[str, ...] = (
-    "seed", "data.source", "data.image_size", "bank.opacity_min", "bank.opacity_max", "model.use_aff", "model.use_pcar",
+    "seed", "data.source", "data.image_size", "bank.opacity_min", "bank.opacity_max", "model.arch", "model.use_aff",
+    "model.use_pcar",
     "model.teacher_weights", "model.aff", "model.spr", "model.pcar", "model.decoder_upsample", "train.device",
     "train.amp", "train.channels_last", "train.compile", "train.checkpoint_every", "train.log_every",
     "train.augment",
 )
-STUDENT_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "train.student")
+# With model.arch = adps the student stage trains the whole ADPS model (one joint stage, adps-method.md 5).
+STUDENT_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "train.student", "model.adps", "train.adps")
 SEG_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "model.use_rcm", "model.rcm", "train.seg", "calibrate",
                                "eval.batch_size", "eval.top_k")
 
@@ -103,8 +109,14 @@ def check_run(cfg: Config, category: str, seed: int) -> None:
 
 
 def run_train_student(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
-    """Train the denoising student of ``category`` (training seed ``seed``) and write its student.pt."""
+    """Train the denoising student of ``category`` (training seed ``seed``) and write its student.pt.
+
+    With ``model.arch: adps`` this is ADPS's one joint stage: student and post-segmentation module together.
+    """
     check_run(cfg, category, seed)
+    if cfg.model.arch == "adps":
+        _run_train_adps(cfg, layout, category, seed, progress=progress)
+        return
     device = resolve_device(cfg.train.device)
     configure_backends(device)
     bank = AnomalyBank.load(layout.bank, cfg)
@@ -135,12 +147,81 @@ def run_train_student(cfg: Config, layout: Layout, category: str, seed: int, *, 
              result.wall_time_s, layout.student(category, seed))
 
 
+def _adps_composer(cfg: Config, category: str, images: np.ndarray, bank: AnomalyBank, device: torch.device,
+                   generator: torch.Generator) -> BatchComposer:
+    make = make_draem_composer if cfg.train.adps.synthesis == "draem" else make_composer
+    return make(cfg, category, images, bank, device, generator)
+
+
+def _trainable_state(net: ADPSNet) -> dict[str, torch.Tensor]:
+    """The ADPS weights that training changes: student and post-segmentation module (not the teacher)."""
+    return {k: v for k, v in net.state_dict().items() if not k.startswith("teacher.")}
+
+
+def _run_train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool) -> None:
+    """ADPS joint training (adps-method.md 4-5) of one run; writes student.pt holding student and PSM."""
+    device = resolve_device(cfg.train.device)
+    configure_backends(device)
+    bank = AnomalyBank.load(layout.bank, cfg)
+    teacher = load_teacher(cfg, device)
+    with _seeded(derive_seed(seed, category, "adps", "init")):
+        net = prepare_module(build_adps(cfg.model, teacher), device, cfg.train)
+    generator = torch_generator(seed, category, "adps", "batches", device=device)
+    images = train_images(cfg, layout, category)
+    composer = _adps_composer(cfg, category, images, bank, device, generator)
+    iterations, per_epoch = adps_iterations(len(images), cfg.train.adps)
+    optimizer = adps_optimizer(net, cfg.train.adps)
+    run_id = fingerprint({"stage": "adps", "category": category, "run_seed": seed,
+                          **select_params(cfg, STUDENT_PARAMS)})
+    loop = TrainLoop(
+        name="adps", device=device, modules={"student": net.student, "psm": net.psm}, optimizer=optimizer,
+        generator=generator, iterations=iterations,
+        checkpoint_path=layout.checkpoints(category, seed) / "student.ckpt", run_fingerprint=run_id,
+        checkpoint_every=cfg.train.checkpoint_every, log_every=cfg.train.log_every,
+        live_dir=layout.live(category, seed, "student"), progress=progress,
+    )
+    step = adps_step_fn(_maybe_compile(net, cfg), optimizer, composer, cfg.train.adps, per_epoch,
+                        _amp(device, cfg.train.amp))
+    result = loop.run(step)
+    save_model_file(layout.student(category, seed), STUDENT_FORMAT, _trainable_state(net), {
+        "category": category, "arch": "adps", "stage_params": select_params(cfg, STUDENT_PARAMS),
+        "config": cfg.to_dict(), "teacher": teacher_record(cfg), "seed": cfg.seed, "run_seed": seed,
+        "device": str(device), "iterations": iterations, "iterations_per_epoch": per_epoch,
+        "wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from, "final_losses": result.last_losses,
+    })
+    layout.checkpoints(category, seed).joinpath("student.ckpt").unlink(missing_ok=True)
+    log.info("adps %s seed %d: %d iterations (%d epochs of %d) in %.1f s -> %s", category, seed, iterations,
+             cfg.train.adps.epochs, per_epoch, result.wall_time_s, layout.student(category, seed))
+
+
+def _check_arch(path: Path, meta: dict[str, Any], cfg: Config) -> None:
+    stored = meta.get("arch", "pfadseg")
+    if stored != cfg.model.arch:
+        raise ValueError(f"{path}: a model.arch={stored} model, but params.yaml gives model.arch="
+                         f"{cfg.model.arch}; retrain it (dvc repro)")
+
+
+def load_adps(cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
+              ) -> tuple[ADPSDetector, dict[str, Any]]:
+    """The trained ADPS model of one run as an eval-mode detector, and its file's metadata."""
+    path = layout.student(category, seed)
+    content = load_model_file(path, STUDENT_FORMAT)
+    _check_arch(path, content["meta"], cfg)
+    if not _same_teacher(content["meta"]["teacher"], teacher_record(cfg)):
+        raise ValueError(f"{path}: trained with teacher {content['meta']['teacher']}, but "
+                         f"params.yaml gives {teacher_record(cfg)}; retrain it")
+    net = build_adps(cfg.model, load_teacher(cfg, device))
+    net.load_state_dict({**net.state_dict(), **content["state_dict"]})
+    return ADPSDetector(prepare_module(net, device, cfg.train)).eval(), content["meta"]
+
+
 def load_student(
     cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained student of one run (eval mode) and its file's metadata; refuses another teacher's file."""
     path = layout.student(category, seed)
     content = load_model_file(path, STUDENT_FORMAT)
+    _check_arch(path, content["meta"], cfg)
     if not _same_teacher(content["meta"]["teacher"], teacher_record(cfg)):
         raise ValueError(f"{path}: trained with teacher {content['meta']['teacher']}, but "
                          f"params.yaml gives {teacher_record(cfg)}; retrain the student")
@@ -155,6 +236,7 @@ def load_segnet(
     """The trained segmentation net of one run (eval mode) and its metadata; refuses another architecture."""
     path = layout.seg(category, seed)
     content = load_model_file(path, SEG_FORMAT)
+    _check_arch(path, content["meta"], cfg)
     stored = {k: content["meta"]["stage_params"].get(k) for k in ("model.use_aff", "model.use_pcar", "model.use_rcm")}
     wanted = select_params(cfg, ("model.use_aff", "model.use_pcar", "model.use_rcm"))
     if stored != wanted:
@@ -166,8 +248,20 @@ def load_segnet(
 
 
 def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
-    """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student."""
+    """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student.
+
+    With ``model.arch: adps`` there is nothing to train (ADPS trains in one joint stage): the stage writes a
+    seg.pt marker with no weights and no calibration, so the pipeline keeps one shape for every architecture.
+    """
     check_run(cfg, category, seed)
+    if cfg.model.arch == "adps":
+        _, student_meta = load_adps(cfg, layout, category, seed, torch.device("cpu"))
+        save_model_file(layout.seg(category, seed), SEG_FORMAT, {}, {
+            "category": category, "arch": "adps", "trained": False, "stage_params": select_params(cfg, SEG_PARAMS),
+            "config": cfg.to_dict(), "teacher": student_meta["teacher"], "run_seed": seed, "wall_time_s": 0.0,
+        })
+        log.info("seg %s seed %d: nothing to train for ADPS -> marker %s", category, seed, layout.seg(category, seed))
+        return
     device = resolve_device(cfg.train.device)
     configure_backends(device)
     bank = AnomalyBank.load(layout.bank, cfg)

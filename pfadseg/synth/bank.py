@@ -20,22 +20,21 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm import tqdm
 
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import scan_textures
 from pfadseg.fsio import atomic_dir, read_json, write_json
-from pfadseg.seeding import numpy_rng
+from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.perlin import perlin_masks_with_exponents
+from pfadseg.synth.texture_ops import augment_textures
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,7 @@ BANK_PARAMS: tuple[str, ...] = (
     "bank.perlin_max_exponent", "bank.perlin_threshold", "bank.rotation_degrees", "bank.texture_augment",
 )
 _MASK_BLOCK = 256  # masks per generation step (progress granularity; part of the deterministic draw order)
+_TEXTURE_BLOCK = 64  # textures per augmentation step (likewise part of the draw order)
 
 
 class BankError(ValueError):
@@ -74,76 +74,15 @@ def texture_selection(n_sources: int, n: int, rng: np.random.Generator) -> np.nd
     return np.concatenate([rng.permutation(n_sources) for _ in range(rounds)])[:n]
 
 
-# ---------------------------------------------------------------------------------------- texture augment
-# DRAEM samples 3 of these kinds of ops for each texture; DeSTSeg uses none (protocol 1.4, "does not do").
-
-
-def _gamma(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return 255 * (x / 255) ** rng.uniform(0.5, 2.0, size=3)
-
-
-def _brightness(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return x * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30)
-
-
-def _sharpen(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    smooth = ndimage.uniform_filter(x, size=(3, 3, 1), mode="nearest")
-    return smooth + rng.uniform(0.0, 2.0) * (x - smooth)
-
-
-def _hue(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    a = np.deg2rad(rng.uniform(-70, 70))
-    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    return x @ (np.linalg.inv(to_yiq) @ rot @ to_yiq).T
-
-
-def _solarize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.where(x >= rng.uniform(32, 128), 255 - x, x)
-
-
-def _posterize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    step = 2 ** (8 - int(rng.integers(3, 8)))
-    return np.floor(x / step) * step
-
-
-def _invert(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return 255 - x
-
-
-def _autocontrast(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    lo, hi = x.min(axis=(0, 1)), x.max(axis=(0, 1))
-    return (x - lo) * (255 / np.maximum(hi - lo, 1))
-
-
-def _equalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    out = np.empty_like(x)
-    for c in range(3):
-        channel = np.clip(x[..., c], 0, 255).astype(np.uint8)
-        cdf = np.bincount(channel.ravel(), minlength=256).cumsum()
-        out[..., c] = 255 * cdf[channel] / cdf[-1]
-    return out
-
-
-def _rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    angle = rng.uniform(-45, 45)
-    return ndimage.rotate(x, angle, axes=(0, 1), reshape=False, order=1, mode="constant", cval=0)
-
-
-TEXTURE_OPS: tuple[Callable[[np.ndarray, np.random.Generator], np.ndarray], ...] = (
-    _gamma, _brightness, _sharpen, _hue, _solarize, _posterize, _invert, _autocontrast, _equalize, _rotate,
-)
-
-
-def augment_texture(texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """DRAEM-style texture augmentation: 3 distinct random ops of :data:`TEXTURE_OPS`, uint8 in and out."""
-    x = texture.astype(np.float64)
-    for op in rng.choice(len(TEXTURE_OPS), size=3, replace=False):
-        x = np.clip(TEXTURE_OPS[op](x, rng), 0, 255)
-    return np.rint(x).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------- building
+
+
+def _augment_textures_inplace(textures: np.ndarray, generator: torch.Generator, progress: bool) -> None:
+    """DRAEM's texture augmentation of uint8 M x S x S x 3 textures on the CPU (DeSTSeg uses none: protocol 1.4)."""
+    for lo in tqdm(range(0, len(textures), _TEXTURE_BLOCK), desc="bank texture augment", unit="block",
+                   disable=not progress):
+        block = torch.from_numpy(textures[lo : lo + _TEXTURE_BLOCK]).permute(0, 3, 1, 2)
+        textures[lo : lo + _TEXTURE_BLOCK] = augment_textures(block, generator).permute(0, 2, 3, 1).byte().numpy()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -193,7 +132,9 @@ def build_bank(cfg: Config, texture_root: Path, out_dir: Path, *, progress: bool
     for i, src in enumerate(tqdm(chosen.tolist(), desc="bank textures", unit="img", disable=not progress)):
         if src not in decoded:
             decoded[src] = load_image(sources[src], size)
-        textures[i] = augment_texture(decoded[src], texture_rng) if cfg.bank.texture_augment else decoded[src]
+        textures[i] = decoded[src]
+    if cfg.bank.texture_augment:
+        _augment_textures_inplace(textures, torch_generator(cfg.seed, "bank", "textures"), progress)
 
     seconds = time.perf_counter() - start
     stats = {

@@ -58,3 +58,13 @@ def test_rcm_ablation_reuses_every_student(workspace: Path) -> None:
 def test_pcar_ablation_retrains_the_students(workspace: Path) -> None:
     out = run_dvc(workspace, "exp", "run", "-n", "no-pcar", "-S", "model.use_pcar=false").stdout
     assert _ran(out, "train_student@bottle-0") and _ran(out, "train_student@carpet-0"), out
+
+
+def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
+    out = run_dvc(workspace, "exp", "run", "-n", "adps", "-S", "model.arch=adps").stdout
+    assert _ran(out, "train_student@bottle-0") and _ran(out, "train_seg@carpet-0") and _ran(out, "report"), out
+    shown = json.dumps(json.loads(run_dvc(workspace, "exp", "show", "--json").stdout))
+    assert '"adps"' in shown
+    metrics = json.loads((workspace / "metrics/carpet/seed0.json").read_text())
+    assert metrics["variant"] == "adps" and metrics["seg"]["image_score"].startswith("max of the Gaussian")
+    assert "ADPS (k=2" in (workspace / "reports/tables.md").read_text()

@@ -97,6 +97,12 @@ def test_interrupted_run_resumes_to_the_same_weights(
     uninterrupted = _state(Layout().student("bottle", 0), STUDENT_FORMAT)
     Layout().student("bottle", 0).unlink()
 
+    _interrupt_then_resume(cfg, monkeypatch)
+    assert _equal(uninterrupted, _state(Layout().student("bottle", 0), STUDENT_FORMAT))
+
+
+def _interrupt_then_resume(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the student stage of bottle with a crash at step 3 (checkpoint at 2), then rerun it to the end."""
     original_run = loop_module.TrainLoop.run
 
     def crash_at_step_3(self: loop_module.TrainLoop, step_fn: Callable[[int], dict]) -> object:
@@ -116,9 +122,38 @@ def test_interrupted_run_resumes_to_the_same_weights(
 
     monkeypatch.setattr(loop_module.TrainLoop, "run", original_run)
     run_train_student(cfg, Layout(), "bottle", 0, progress=False)
-    meta = load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)["meta"]
-    assert meta["resumed_from"] == 2
+    assert load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)["meta"]["resumed_from"] == 2
+
+
+# 8 training images at batch 4: 2 iterations per epoch, 6 in all, the lr decayed after epoch 1.
+ADPS = ("model.arch=adps", "model.adps.k=2", "train.adps.epochs=3", "train.adps.milestones=[1]",
+        "train.adps.batch_size=4")
+
+
+def test_adps_trains_in_one_stage_resumes_exactly_and_evaluates(
+    workspace: Path, tiny_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tiny_config, *ADPS)
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    content = load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)
+    assert content["meta"]["arch"] == "adps"
+    assert (content["meta"]["iterations"], content["meta"]["iterations_per_epoch"]) == (6, 2)
+    assert {k.split(".")[0] for k in content["state_dict"]} == {"student", "psm"}, "the teacher is not stored"
+    uninterrupted = content["state_dict"]
+    Layout().student("bottle", 0).unlink()
+    _interrupt_then_resume(cfg, monkeypatch)
     assert _equal(uninterrupted, _state(Layout().student("bottle", 0), STUDENT_FORMAT))
+
+    run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
+    marker = load_model_file(Layout().seg("bottle", 0), SEG_FORMAT)
+    assert marker["state_dict"] == {} and marker["meta"]["trained"] is False
+    run_evaluate(cfg, Layout(), "bottle", 0)
+    metrics = json.loads(Layout().metrics("bottle", 0).read_text())
+    assert metrics["variant"] == "adps"
+    assert metrics["seg"]["image_score"] == "max of the Gaussian-smoothed map (sigma 4)"
+    assert 0.0 <= metrics["seg"]["pixel_ap"] <= 1.0
+    with pytest.raises(ValueError, match=r"a model\.arch=adps model, but params\.yaml gives model\.arch=pfadseg"):
+        run_train_seg(_cfg(tiny_config), Layout(), "bottle", 0, progress=False)
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(workspace: Path, tiny_config: Callable[..., Config]) -> None:
