@@ -201,15 +201,20 @@ def _check_arch(path: Path, meta: dict[str, Any], cfg: Config) -> None:
                          f"{cfg.model.arch}; retrain it (dvc repro)")
 
 
-def load_adps(cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
-              ) -> tuple[ADPSDetector, dict[str, Any]]:
-    """The trained ADPS model of one run as an eval-mode detector, and its file's metadata."""
-    path = layout.student(category, seed)
+def _load_student_file(cfg: Config, path: Path) -> dict[str, Any]:
+    """A student.pt (a DeSTSeg/PFADSeg student or a whole ADPS model), refused if of another arch or teacher."""
     content = load_model_file(path, STUDENT_FORMAT)
     _check_arch(path, content["meta"], cfg)
     if not _same_teacher(content["meta"]["teacher"], teacher_record(cfg)):
         raise ValueError(f"{path}: trained with teacher {content['meta']['teacher']}, but "
                          f"params.yaml gives {teacher_record(cfg)}; retrain it")
+    return content
+
+
+def load_adps(cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
+              ) -> tuple[ADPSDetector, dict[str, Any]]:
+    """The trained ADPS model of one run as an eval-mode detector, and its file's metadata."""
+    content = _load_student_file(cfg, layout.student(category, seed))
     net = build_adps(cfg.model, load_teacher(cfg, device))
     net.load_state_dict({**net.state_dict(), **content["state_dict"]})
     return ADPSDetector(prepare_module(net, device, cfg.train)).eval(), content["meta"]
@@ -219,12 +224,7 @@ def load_student(
     cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained student of one run (eval mode) and its file's metadata; refuses another teacher's file."""
-    path = layout.student(category, seed)
-    content = load_model_file(path, STUDENT_FORMAT)
-    _check_arch(path, content["meta"], cfg)
-    if not _same_teacher(content["meta"]["teacher"], teacher_record(cfg)):
-        raise ValueError(f"{path}: trained with teacher {content['meta']['teacher']}, but "
-                         f"params.yaml gives {teacher_record(cfg)}; retrain the student")
+    content = _load_student_file(cfg, layout.student(category, seed))
     student = build_student(cfg.model)
     student.load_state_dict(content["state_dict"])
     return prepare_module(student, device, cfg.train).eval(), content["meta"]

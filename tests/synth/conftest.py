@@ -7,10 +7,37 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pfadseg.config import Config
 from pfadseg.synth.bank import build_bank
+from pfadseg.synth.perlin import perlin_masks
+
+
+def composer_inputs(
+    cfg: Config,
+    size: int,
+    *,
+    images: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+    textures: np.ndarray | None = None,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Composer tensors (images, packed masks, textures) from given (or random) uint8 N x S x S x 3
+    images/textures and bool K x S x S masks."""
+    rng = np.random.default_rng(99)
+    if images is None:
+        images = rng.integers(0, 256, size=(6, size, size, 3), dtype=np.uint8)
+    if textures is None:
+        textures = rng.integers(0, 256, size=(5, size, size, 3), dtype=np.uint8)
+    if masks is None:
+        masks = perlin_masks(32, size, cfg.bank, rng)
+
+    def chw(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(device)
+
+    return chw(images), torch.from_numpy(np.packbits(masks, axis=-1)).to(device), chw(textures)
 
 
 @pytest.fixture(scope="session")

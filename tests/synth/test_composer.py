@@ -25,6 +25,7 @@ from pfadseg.synth.composer import (
     rotate_images,
 )
 from pfadseg.synth.perlin import perlin_masks, rotation_grid, rotation_theta
+from tests.synth.conftest import composer_inputs
 
 S = 64
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -52,19 +53,8 @@ def composer(
     device: str = "cpu",
 ) -> BatchComposer:
     """A CPU composer over given (or random) uint8 N x S x S x 3 images/textures and bool K x S x S masks."""
-    rng = np.random.default_rng(99)
-    if images is None:
-        images = rng.integers(0, 256, size=(6, S, S, 3), dtype=np.uint8)
-    if textures is None:
-        textures = rng.integers(0, 256, size=(5, S, S, 3), dtype=np.uint8)
-    if masks is None:
-        masks = perlin_masks(32, S, cfg.bank, rng)
-
-    def chw(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(device)
-
-    packed = torch.from_numpy(np.packbits(masks, axis=-1)).to(device)
-    return BatchComposer(chw(images), packed, chw(textures), group, cfg.bank, augment or cfg.train.augment,
+    inputs = composer_inputs(cfg, S, images=images, masks=masks, textures=textures, device=device)
+    return BatchComposer(*inputs, group, cfg.bank, augment or cfg.train.augment,
                          torch.Generator(device=device).manual_seed(seed))
 
 

@@ -14,7 +14,7 @@ from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pfadseg.synth import draem
 from pfadseg.synth.bank import AnomalyBank, build_bank
 from pfadseg.synth.draem import DraemComposer, make_draem_composer
-from pfadseg.synth.perlin import perlin_masks
+from tests.synth.conftest import composer_inputs
 
 S = 64
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -42,15 +42,8 @@ def make(
     **options: float,
 ) -> DraemComposer:
     """A CPU composer over given (or random) uint8 N x S x S x 3 images/textures and bool K x S x S masks."""
-    rng = np.random.default_rng(99)
-    if images is None:
-        images = rng.integers(0, 256, size=(6, S, S, 3), dtype=np.uint8)
-    if textures is None:
-        textures = rng.integers(0, 256, size=(5, S, S, 3), dtype=np.uint8)
-    if masks is None:
-        masks = perlin_masks(32, S, cfg.bank, rng)
-    packed = torch.from_numpy(np.packbits(masks, axis=-1))
-    return DraemComposer(chw(images), packed, chw(textures), cfg.bank, cfg.train.augment,
+    inputs = composer_inputs(cfg, S, images=images, masks=masks, textures=textures)
+    return DraemComposer(*inputs, cfg.bank, cfg.train.augment,
                          torch.Generator().manual_seed(seed), **options)
 
 
