@@ -260,6 +260,7 @@ def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, prog
             "category": category, "arch": "adps", "trained": False, "stage_params": select_params(cfg, SEG_PARAMS),
             "config": cfg.to_dict(), "teacher": student_meta["teacher"], "run_seed": seed, "wall_time_s": 0.0,
         })
+        layout.live(category, seed, "seg").joinpath("plots").mkdir(parents=True, exist_ok=True)  # no curves: empty
         log.info("seg %s seed %d: nothing to train for ADPS -> marker %s", category, seed, layout.seg(category, seed))
         return
     device = resolve_device(cfg.train.device)

@@ -68,3 +68,11 @@ def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
     metrics = json.loads((workspace / "metrics/carpet/seed0.json").read_text())
     assert metrics["variant"] == "adps" and metrics["seg"]["image_score"].startswith("max of the Gaussian")
     assert "ADPS (k=2" in (workspace / "reports/tables.md").read_text()
+
+
+def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace: Path) -> None:
+    run_dvc(workspace, "exp", "run", "-n", "adps-first", "-S", "model.arch=adps")
+    out = run_dvc(workspace, "exp", "run", "-n", "pfadseg-again", "-S", "model.arch=pfadseg").stdout
+    for stage in ("train_student@", "train_seg@", "evaluate@"):
+        assert not _ran(out, stage), out
+    assert "is cached - skipping run" in out, out

@@ -35,3 +35,8 @@ def test_declared_params_exist_in_params_yaml() -> None:
 def test_every_stage_has_dependencies_so_repro_never_reruns_it_blindly() -> None:
     for name, stage in STAGES.items():
         assert stage.get("deps"), f"stage {name} has no deps: DVC would rerun it on every repro"
+
+
+def test_no_persistent_outputs_so_the_run_cache_works() -> None:
+    """DVC never run-caches a stage with a `persist` output, and ablations rely on restoring trained students."""
+    assert "persist" not in (REPO / "dvc.yaml").read_text()
