@@ -14,9 +14,10 @@ The rule (:data:`RULE`), with ``N = n_samples``:
   draws whose mask is not empty. A draw with an empty mask is a normal image (its ``img_aug`` equals its
   ``img_origin`` bit for bit, already among the normals) and is not counted twice. The composer gives ~95 %
   non-empty masks, so the two sets are exactly balanced: N normal and N anomalous images.
-* image threshold: the image score is the mean of the top-k pixels of the segmentation map (as in the
-  evaluation, :func:`pfadseg.metrics.image_scores`). Among all cuts ``score >= t`` of the 2N sorted scores,
-  the one with the highest F1 (anomalous = positive) wins; ties go to the higher cut (fewer false alarms).
+* image threshold: the image score is the evaluation's (:class:`pfadseg.evaluate.ScoreRule`: the mean of the
+  top-k pixels of the segmentation map; for ADPS the max of its Gaussian-smoothed map). Among all cuts
+  ``score >= t`` of the 2N sorted scores, the one with the highest F1 (anomalous = positive) wins; ties go to
+  the higher cut (fewer false alarms).
   The threshold is the midpoint between the lowest score flagged and the highest score not flagged, so it
   reproduces exactly that split on the calibration set with the widest margin either side.
 * pixel threshold: F1 over all pixels of the 2N maps (the mask pixels of the anomalies are positive; every
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.metrics import image_scores
+from pfadseg.evaluate import ScoreRule, score_rule
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer, make_composer
@@ -131,7 +132,7 @@ def calibrate_threshold(
     *,
     n_samples: int,
     batch_size: int,
-    top_k: int,
+    score: ScoreRule,
     device: torch.device | str,
     amp: bool,
     target: str = "f1",
@@ -139,9 +140,9 @@ def calibrate_threshold(
     """Image and pixel thresholds of ``detector`` on synthetic anomalies from ``composer`` (rule: module doc).
 
     ``composer`` must carry its own seeded generator (not the training stream); the result is deterministic for
-    a given generator state. Returns ``image_threshold`` (on the image score, mean of the top-k seg-map
-    pixels), ``pixel_threshold`` (on the seg map), ``n_normal`` = ``n_anomalous`` = ``n_samples``, the
-    ``rule``, the calibration-set ``image_f1`` and ``pixel_f1``, plus ``top_k``, ``image_size`` and
+    a given generator state. Returns ``image_threshold`` (on the image score of ``score``, e.g. the mean of
+    the top-k seg-map pixels), ``pixel_threshold`` (on the seg map), ``n_normal`` = ``n_anomalous`` = ``n_samples``, the
+    ``rule``, the calibration-set ``image_f1`` and ``pixel_f1``, plus ``top_k``, ``image_score``, ``image_size`` and
     ``n_draws`` (composer draws consumed). Touches no dataset: only the composer's images and bank.
     """
     if target not in TARGETS:
@@ -149,8 +150,8 @@ def calibrate_threshold(
     if n_samples < 1 or batch_size < 1:
         raise CalibrationError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
     size = composer.size
-    if not 1 <= top_k <= size * size:
-        raise CalibrationError(f"top_k must lie in [1, {size * size}] (pixels per map), got {top_k}")
+    if problem := score.problem(size):
+        raise CalibrationError(problem)
     device = torch.device(device)
     detector.eval()
     normal_scores: list[np.ndarray] = []
@@ -172,13 +173,13 @@ def calibrate_threshold(
         if len(origin):
             maps = _seg_maps(detector, origin, batch_size, device, amp)
             _check_maps(maps, "normal")
-            normal_scores.append(image_scores(maps.cpu().numpy(), top_k))
+            normal_scores.append(score(maps.cpu().numpy()))
             neg_hist += pixel_histograms(maps, torch.zeros_like(maps))[1]
             n_normal += len(origin)
         if len(index):
             maps = _seg_maps(detector, augmented, batch_size, device, amp)
             _check_maps(maps, "synthetic anomalous")
-            anomalous_scores.append(image_scores(maps.cpu().numpy(), top_k))
+            anomalous_scores.append(score(maps.cpu().numpy()))
             pos, neg = pixel_histograms(maps, masks.to(maps.device))
             pos_hist += pos
             neg_hist += neg
@@ -193,7 +194,8 @@ def calibrate_threshold(
         "rule": RULE,
         "image_f1": image_f1,
         "pixel_f1": pixel_f1,
-        "top_k": top_k,
+        "top_k": score.top_k,
+        "image_score": score.describe(),
         "image_size": size,
         "n_draws": draws,
     }
@@ -218,9 +220,9 @@ def calibrate_run(
 
     The composer draws from its own generator ``torch_generator(run_seed, category, "calibrate")``, distinct
     from the training streams (``"student"``/``"seg"``, ``"batches"``); batch size ``eval.batch_size``, score
-    rule ``eval.top_k``, bf16 as ``train.amp``.
+    rule of the architecture (:func:`pfadseg.evaluate.score_rule`), bf16 as ``train.amp``.
     """
     generator = torch_generator(run_seed, category, "calibrate", device=device)
     composer = make_composer(cfg, category, train_images_uint8, bank, device, generator)
     return calibrate_threshold(detector, composer, n_samples=n_samples, batch_size=cfg.eval.batch_size,
-                               top_k=cfg.eval.top_k, device=device, amp=cfg.train.amp)
+                               score=score_rule(cfg), device=device, amp=cfg.train.amp)

@@ -35,6 +35,12 @@ class ScoreRule:
         return f"mean of the top-{self.top_k} pixels" if self.sigma is None else \
             f"max of the Gaussian-smoothed map (sigma {self.sigma:g})"
 
+    def problem(self, size: int) -> str | None:
+        """Why the rule cannot score size x size maps, or None."""
+        if self.sigma is None and not 1 <= self.top_k <= size * size:
+            return f"top_k must lie in [1, {size * size}] (pixels per map), got {self.top_k}"
+        return None
+
 
 def score_rule(cfg: Config) -> ScoreRule:
     """The image-score rule of the configured architecture."""

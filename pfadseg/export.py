@@ -228,5 +228,9 @@ def predictor_metadata(predictor: Predictor) -> dict[str, Any]:
 
 def export_predictor(predictor: Predictor, path: Path | str, *, opset: int = DEFAULT_OPSET) -> Path:
     """:func:`export_onnx` of a loaded :class:`pfadseg.predict.Predictor`, with its thresholds and provenance."""
+    if predictor.config.model.arch != "pfadseg":
+        raise ExportError(f"{predictor.seg_path}: a model.arch={predictor.config.model.arch} run; ONNX export "
+                          "serves pfadseg and DeSTSeg models (its graph computes the top-k score), use "
+                          "`pfadseg predict` for ADPS")
     return export_onnx(predictor.detector, path, image_size=predictor.image_size, top_k=predictor.top_k,
                        opset=opset, metadata=predictor_metadata(predictor))

@@ -44,11 +44,11 @@ from tqdm.auto import tqdm
 from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, ArtifactError, load_model_file
 from pfadseg.config import Config, ConfigError, config_from_dict
 from pfadseg.data.images import ImageReadError, normalize, to_tensor
+from pfadseg.evaluate import ScoreRule, score_rule
 from pfadseg.fsio import atomic_path
-from pfadseg.metrics import image_scores
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.models.detector import AnomalyDetector
-from pfadseg.pipeline.train import load_teacher, teacher_record
+from pfadseg.pipeline.train import adps_detector, load_teacher, teacher_record
 from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Predictor:
     ``require_threshold=False`` (e.g. for export) from an uncalibrated model.
     """
 
-    detector: AnomalyDetector
+    detector: nn.Module  # AnomalyDetector, or ADPSDetector for a model.arch=adps run
     config: Config
     device: torch.device
     seg_path: Path
@@ -98,6 +98,10 @@ class Predictor:
         return self.config.eval.top_k
 
     @property
+    def score(self) -> ScoreRule:
+        return score_rule(self.config)
+
+    @property
     def amp(self) -> bool:
         return self.config.train.amp
 
@@ -107,7 +111,7 @@ class Predictor:
         if self.image_threshold is None or self.pixel_threshold is None:
             raise PredictError(_NO_THRESHOLD.format(path=self.seg_path))
         return predict(self.detector, [Path(p) for p in inputs], Path(out_dir), image_size=self.image_size,
-                       top_k=self.top_k, image_threshold=self.image_threshold,
+                       score=self.score, image_threshold=self.image_threshold,
                        pixel_threshold=self.pixel_threshold,
                        batch_size=batch_size or self.config.eval.batch_size, device=self.device, amp=self.amp,
                        progress=progress)
@@ -169,9 +173,6 @@ def load_predictor(
     except ConfigError as exc:
         raise PredictError(f"{seg_path}: its stored config does not validate with this pfadseg version ({exc}); "
                            "retrain the model or use the version that trained it") from None
-    if cfg.model.arch != "pfadseg":
-        raise PredictError(f"{seg_path}: a model.arch={cfg.model.arch} run; predict and export serve pfadseg "
-                           "(and DeSTSeg) models only, evaluate ADPS with `pfadseg evaluate` or dvc repro")
     current = teacher_record(cfg)
     for path, file in ((seg_path, seg_file), (student_path, student_file)):
         stored = file["meta"].get("teacher", {})
@@ -196,17 +197,21 @@ def load_predictor(
 
     dev = resolve_device(device)
     configure_backends(dev)
-    student = build_student(cfg.model)
-    segnet = build_segnet(cfg.model)
-    for path, net, file in ((student_path, student, student_file), (seg_path, segnet, seg_file)):
-        try:
-            net.load_state_dict(file["state_dict"])
-        except RuntimeError as exc:
-            raise PredictError(f"{path}: its weights do not fit the architecture of the stored config "
-                               f"({str(exc).splitlines()[0]}); student.pt and seg.pt are from different runs?") \
-                from None
-    detector = AnomalyDetector(load_teacher(cfg, dev), prepare_module(student, dev, cfg.train),
-                               prepare_module(segnet, dev, cfg.train)).eval()
+    teacher = load_teacher(cfg, dev)
+    try:
+        if cfg.model.arch == "adps":
+            detector: nn.Module = adps_detector(cfg, teacher, student_file["state_dict"], dev)
+        else:
+            student = build_student(cfg.model)
+            segnet = build_segnet(cfg.model)
+            student.load_state_dict(student_file["state_dict"])
+            segnet.load_state_dict(seg_file["state_dict"])
+            detector = AnomalyDetector(teacher, prepare_module(student, dev, cfg.train),
+                                       prepare_module(segnet, dev, cfg.train)).eval()
+    except RuntimeError as exc:
+        raise PredictError(f"{student_path}, {seg_path}: the weights do not fit the architecture of the stored "
+                           f"config ({str(exc).splitlines()[0]}); student.pt and seg.pt are from different runs?") \
+            from None
     return Predictor(detector=detector, config=cfg, device=dev, seg_path=seg_path, student_path=student_path,
                      image_threshold=image_threshold, pixel_threshold=pixel_threshold, threshold_source=source,
                      calibration=calibration, meta=meta)
@@ -423,7 +428,7 @@ def predict(
     out_dir: Path,
     *,
     image_size: int,
-    top_k: int,
+    score: ScoreRule,
     image_threshold: float,
     pixel_threshold: float,
     batch_size: int,
@@ -439,8 +444,8 @@ def predict(
     """
     if batch_size < 1:
         raise PredictError(f"batch size must be >= 1, got {batch_size}")
-    if not 1 <= top_k <= image_size * image_size:
-        raise PredictError(f"top_k must lie in [1, {image_size * image_size}], got {top_k}")
+    if problem := score.problem(image_size):
+        raise PredictError(problem)
     out_dir = Path(out_dir)
     device = torch.device(device)
     items = collect_inputs(inputs, out_dir)
@@ -467,7 +472,7 @@ def predict(
                 finite = np.isfinite(maps).all(axis=(1, 2))
                 scores = np.full(len(ok), np.nan)
                 if finite.any():
-                    scores[finite] = image_scores(maps[finite], top_k)
+                    scores[finite] = score(maps[finite])
                 jobs = {}
                 for j, (item, (image, _)) in enumerate(ok):
                     if finite[j]:

@@ -53,7 +53,7 @@ _COMMON_PARAMS: tuple[str, ...] = (
 # With model.arch = adps the student stage trains the whole ADPS model (one joint stage, adps-method.md 5).
 STUDENT_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "train.student", "model.adps", "train.adps")
 SEG_PARAMS: tuple[str, ...] = (*_COMMON_PARAMS, "model.use_rcm", "model.rcm", "train.seg", "calibrate",
-                               "eval.batch_size", "eval.top_k")
+                               "eval.batch_size", "eval.top_k", "model.adps.score_sigma")
 
 
 def load_teacher(cfg: Config, device: torch.device) -> nn.Module:
@@ -215,9 +215,15 @@ def load_adps(cfg: Config, layout: Layout, category: str, seed: int, device: tor
               ) -> tuple[ADPSDetector, dict[str, Any]]:
     """The trained ADPS model of one run as an eval-mode detector, and its file's metadata."""
     content = _load_student_file(cfg, layout.student(category, seed))
-    net = build_adps(cfg.model, load_teacher(cfg, device))
-    net.load_state_dict({**net.state_dict(), **content["state_dict"]})
-    return ADPSDetector(prepare_module(net, device, cfg.train)).eval(), content["meta"]
+    return adps_detector(cfg, load_teacher(cfg, device), content["state_dict"], device), content["meta"]
+
+
+def adps_detector(cfg: Config, teacher: nn.Module, trained: dict[str, torch.Tensor], device: torch.device
+                  ) -> ADPSDetector:
+    """An eval-mode ADPS detector from the teacher and a student.pt's state dict (student and PSM weights)."""
+    net = build_adps(cfg.model, teacher)
+    net.load_state_dict({**net.state_dict(), **trained})
+    return ADPSDetector(prepare_module(net, device, cfg.train)).eval()
 
 
 def load_student(
@@ -250,18 +256,24 @@ def load_segnet(
 def run_train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
     """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student.
 
-    With ``model.arch: adps`` there is nothing to train (ADPS trains in one joint stage): the stage writes a
-    seg.pt marker with no weights and no calibration, so the pipeline keeps one shape for every architecture.
+    With ``model.arch: adps`` there is nothing to train (ADPS trains in one joint stage): the stage only
+    calibrates the decision thresholds and writes them in a seg.pt with no weights, so the pipeline keeps one
+    shape for every architecture.
     """
     check_run(cfg, category, seed)
     if cfg.model.arch == "adps":
-        _, student_meta = load_adps(cfg, layout, category, seed, torch.device("cpu"))
+        device = resolve_device(cfg.train.device)
+        detector, student_meta = load_adps(cfg, layout, category, seed, device)
+        calibration = calibrate_run(cfg, category, seed, detector, train_images(cfg, layout, category),
+                                    AnomalyBank.load(layout.bank, cfg), device, n_samples=cfg.calibrate.n_samples)
         save_model_file(layout.seg(category, seed), SEG_FORMAT, {}, {
             "category": category, "arch": "adps", "trained": False, "stage_params": select_params(cfg, SEG_PARAMS),
             "config": cfg.to_dict(), "teacher": student_meta["teacher"], "run_seed": seed, "wall_time_s": 0.0,
+            "calibration": calibration,
         })
         layout.live(category, seed, "seg").joinpath("plots").mkdir(parents=True, exist_ok=True)  # no curves: empty
-        log.info("seg %s seed %d: nothing to train for ADPS -> marker %s", category, seed, layout.seg(category, seed))
+        log.info("seg %s seed %d: nothing to train for ADPS, thresholds calibrated -> %s", category, seed,
+                 layout.seg(category, seed))
         return
     device = resolve_device(cfg.train.device)
     configure_backends(device)

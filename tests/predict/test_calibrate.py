@@ -22,6 +22,7 @@ from pfadseg.calibrate import (
 )
 from pfadseg.config import Config
 from pfadseg.data.images import normalize
+from pfadseg.evaluate import ScoreRule
 from pfadseg.metrics import image_scores
 from pfadseg.pipeline.train import train_images
 from pfadseg.synth.bank import AnomalyBank
@@ -101,8 +102,8 @@ def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
 def test_a_perfect_detector_separates_perfectly(tiny_config: Callable[..., Config]) -> None:
     cfg = tiny_config()
     n, batch = 24, 8
-    result = calibrate_threshold(PerfectDetector(), _composer(cfg, 11), n_samples=n, batch_size=batch, top_k=TOP_K,
-                                 device="cpu", amp=False)
+    result = calibrate_threshold(PerfectDetector(), _composer(cfg, 11), n_samples=n, batch_size=batch,
+                                 score=ScoreRule(TOP_K), device="cpu", amp=False)
     assert result["image_f1"] == 1.0 and result["pixel_f1"] == 1.0
     assert result["n_normal"] == result["n_anomalous"] == n
     assert result["n_draws"] > n, "a quarter of the masks are empty: more draws than anomalies are needed"
@@ -120,11 +121,11 @@ def test_the_rule_matches_brute_force_and_is_deterministic(tiny_config: Callable
     cfg = tiny_config()
     n, batch = 20, 6
     run = lambda: calibrate_threshold(NoisyDetector(), _composer(cfg, 7), n_samples=n, batch_size=batch,  # noqa: E731
-                                      top_k=TOP_K, device="cpu", amp=False)
+                                      score=ScoreRule(TOP_K), device="cpu", amp=False)
     result = run()
     assert run() == result, "same generator seed, same thresholds"
     assert result != calibrate_threshold(NoisyDetector(), _composer(cfg, 8), n_samples=n, batch_size=batch,
-                                         top_k=TOP_K, device="cpu", amp=False)
+                                         score=ScoreRule(TOP_K), device="cpu", amp=False)
     normal, anomalous, masks = _replay(_composer(cfg, 7), NoisyDetector(), n, batch)
 
     scores = np.concatenate([image_scores(normal, TOP_K), image_scores(anomalous, TOP_K)])
@@ -159,14 +160,14 @@ def test_threshold_helpers_on_hand_made_cases() -> None:
 def test_errors(tiny_config: Callable[..., Config]) -> None:
     cfg = tiny_config()
     with pytest.raises(CalibrationError, match="target"):
-        calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4, top_k=TOP_K,
-                            device="cpu", amp=False, target="auroc")
+        calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4,
+                            score=ScoreRule(TOP_K), device="cpu", amp=False, target="auroc")
     with pytest.raises(CalibrationError, match="top_k"):
-        calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4, top_k=SIZE**2 + 1,
-                            device="cpu", amp=False)
+        calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4,
+                            score=ScoreRule(SIZE**2 + 1), device="cpu", amp=False)
     with pytest.raises(CalibrationError, match="only 0 non-empty"):
         calibrate_threshold(PerfectDetector(), _composer(cfg, 0, empty_every=1), n_samples=2, batch_size=4,
-                            top_k=TOP_K, device="cpu", amp=False)
+                            score=ScoreRule(TOP_K), device="cpu", amp=False)
 
 
 def test_calibration_of_a_trained_run(trained_run: TrainedRun) -> None:

@@ -200,3 +200,32 @@ def test_bench_predict_smoke(trained_run: TrainedRun, monkeypatch: pytest.Monkey
     assert any("images/s" in line for line in lines)
     with pytest.raises(ValueError, match="CUDA"):
         bench_predict(trained_run.cfg, image_size=32, device="cpu", amp_modes=("bf16",))
+
+
+def test_an_adps_run_is_calibrated_and_predicts_with_its_score_rule(trained_run: TrainedRun, tmp_path: Path) -> None:
+    from pfadseg.export import ExportError, export_predictor
+    from pfadseg.metrics import smoothed_max_scores
+    from pfadseg.paths import Layout
+    from pfadseg.pipeline.train import run_train_seg, run_train_student
+    from tests.predict.conftest import CATEGORY, tiny_run_config
+
+    cfg = tiny_run_config("model.arch=adps", "model.adps.k=2", "train.adps.epochs=1", "train.adps.milestones=[]",
+                          "train.adps.batch_size=2", "calibrate.n_samples=4")
+    (tmp_path / "data").symlink_to(trained_run.root / "data")  # the same dataset and bank
+    layout = Layout(tmp_path)
+    run_train_student(cfg, layout, CATEGORY, 0, progress=False)
+    run_train_seg(cfg, layout, CATEGORY, 0, progress=False)
+    adps = load_predictor(layout.seg(CATEGORY, 0).parent, device="cpu")
+    assert adps.threshold_source == "calibration" and adps.score.sigma == cfg.model.adps.score_sigma
+    assert adps.calibration["image_score"] == "max of the Gaussian-smoothed map (sigma 4)"
+
+    files = sorted(trained_run.test_images.rglob("*.png"))[-3:]
+    report = adps.predict(files, tmp_path / "out", progress=False)
+    assert len(files) == 3 and report.n_ok == 3
+    with (tmp_path / "out" / CSV_NAME).open() as fh:
+        got = [float(row["score"]) for row in csv.DictReader(fh)]
+    maps = infer_maps(adps.detector, np.stack([load_image(f, adps.image_size) for f in files]), batch_size=4,
+                      device=adps.device, amp=False)
+    np.testing.assert_allclose(got, smoothed_max_scores(maps.seg, 4.0), atol=1e-5)
+    with pytest.raises(ExportError, match=r"model\.arch=adps"):
+        export_predictor(adps, tmp_path / "adps.onnx")

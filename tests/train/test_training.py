@@ -147,6 +147,7 @@ def test_adps_trains_in_one_stage_resumes_exactly_and_evaluates(
     run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
     marker = load_model_file(Layout().seg("bottle", 0), SEG_FORMAT)
     assert marker["state_dict"] == {} and marker["meta"]["trained"] is False
+    assert marker["meta"]["calibration"]["image_score"].startswith("max of the Gaussian")
     run_evaluate(cfg, Layout(), "bottle", 0)
     metrics = json.loads(Layout().metrics("bottle", 0).read_text())
     assert metrics["variant"] == "adps"
