@@ -43,9 +43,9 @@ class Variant:
 
     @property
     def overrides(self) -> list[str]:
-        """The ``-S`` values that select this variant."""
-        return [f"model.use_rcm={str(self.rcm).lower()}", f"model.use_aff={str(self.aff).lower()}",
-                f"model.use_pcar={str(self.pcar).lower()}"]
+        """The ``-S`` values that select this variant (the architecture too: an ADPS run may precede it)."""
+        return ["model.arch=pfadseg", f"model.use_rcm={str(self.rcm).lower()}",
+                f"model.use_aff={str(self.aff).lower()}", f"model.use_pcar={str(self.pcar).lower()}"]
 
 
 def variants() -> list[Variant]:

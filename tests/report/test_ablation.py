@@ -56,7 +56,8 @@ def test_seven_variants_with_unique_names_and_full_overrides() -> None:
     rows = variants()
     assert [v.row for v in rows] == list(range(1, 8))
     assert len({v.name for v in rows}) == 7 and rows[-1].name == "ablation-7-rcm-aff-pcar"
-    assert all(len(v.overrides) == 3 for v in rows), "each variant sets every switch, so runs never compound"
+    # each variant sets the architecture and every switch, so runs never compound (dvc exp run keeps -S values)
+    assert all(len(v.overrides) == 4 and v.overrides[0] == "model.arch=pfadseg" for v in rows)
 
 
 def test_adps_experiment_gets_its_own_row_and_never_fills_a_switch_row() -> None:
