@@ -214,7 +214,8 @@ def profile(name: Annotated[str, typer.Argument(help="A profile in profiles/ (de
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the demo project (must not exist or be empty).")] = Path(
         "demo-run"),
-    ablation: Annotated[bool, typer.Option(help="Then the reduced ablation (profiles/demo-ablation.yaml).")] = False,
+    ablation: Annotated[bool, typer.Option(
+        help="Then the reduced ablation, 7 rows and ADPS (profiles/demo-ablation.yaml).")] = False,
 ) -> None:
     """Offline demo: the whole DVC pipeline on procedural data with a random teacher (profiles/demo.yaml)."""
     from pfadseg.config import profile_overrides
@@ -227,7 +228,7 @@ def demo(
         run_dvc(workdir, "repro", capture=False)
         if ablation:
             reduced = profile_overrides(Path("profiles/demo-ablation.yaml"))
-            run_ablation_experiments(Layout(workdir), reduced)
+            run_ablation_experiments(Layout(workdir), reduced, adps=True)
             render_ablation_report(load_config(workdir / "params.yaml"), Layout(workdir))
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
