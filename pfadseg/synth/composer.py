@@ -125,8 +125,9 @@ class BatchComposer:
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.device)
 
-    def normalize_uint8(self, images: torch.Tensor, *, fill_offset: bool = False) -> torch.Tensor:
-        """uint8 B x 3 x S x S -> float ImageNet-normalised images; minus the normalised fill if ``fill_offset``."""
+    def normalize_255(self, images: torch.Tensor, *, fill_offset: bool = False) -> torch.Tensor:
+        """B x 3 x S x S in [0, 255] (uint8 or float) -> float ImageNet-normalised images (a new tensor); minus
+        the normalised fill if ``fill_offset``."""
         out = torch.empty(images.shape, device=self.device)
         for c, (scale, bias) in enumerate(self._affine):
             add = -self._fill_value * scale if fill_offset else bias
@@ -136,11 +137,11 @@ class BatchComposer:
     def _origin(self, b: int) -> torch.Tensor:
         images = self.images.index_select(0, self._randint(len(self.images), b))
         if self.group == "none":
-            return self.normalize_uint8(images)
+            return self.normalize_255(images)
         degrees = (2 * self._rand(b) - 1) * self.slight_degrees
         quarter_turns = self._randint(4, b) if self.group == "rotate" else None
         # rotate_images in normalised units: sample (x - fill) with zero padding, then add the fill back.
-        rotated = _sample_rotated(self.normalize_uint8(images, fill_offset=True), degrees, quarter_turns)
+        rotated = _sample_rotated(self.normalize_255(images, fill_offset=True), degrees, quarter_turns)
         for c, (scale, bias) in enumerate(self._affine):
             rotated[:, c].add_(bias + self._fill_value * scale)
         return rotated
@@ -161,7 +162,7 @@ class BatchComposer:
         return bits.unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
 
     def _textures(self, b: int) -> torch.Tensor:
-        return self.normalize_uint8(self.textures.index_select(0, self._randint(len(self.textures), b)))
+        return self.normalize_255(self.textures.index_select(0, self._randint(len(self.textures), b)))
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S."""

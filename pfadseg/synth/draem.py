@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pfadseg.config import AugmentConfig, BankConfig, Config
+from pfadseg.config import ADPSTrainConfig, AugmentConfig, BankConfig, Config
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer, blend, make_composer, rotate_images
 from pfadseg.synth.texture_ops import augment_textures
@@ -38,19 +38,17 @@ class DraemComposer(BatchComposer):
         bank_cfg: BankConfig,
         augment: AugmentConfig,
         generator: torch.Generator,
-        *,
-        clean_probability: float = 0.5,
-        rotate_probability: float = 0.3,
-        rotate_degrees: float = 90.0,
+        adps: ADPSTrainConfig,
     ) -> None:
-        """Tensors as :class:`BatchComposer`; the bank's textures must be stored unaugmented."""
+        """Tensors as :class:`BatchComposer`; the bank's textures must be stored unaugmented. ``adps`` gives
+        ``clean_probability``, ``rotate_probability`` and ``rotate_degrees``."""
         super().__init__(images, masks_packed, textures, "none", bank_cfg, augment, generator)
         if bank_cfg.texture_augment:
             raise ValueError("bank.texture_augment: the DRAEM composer augments each texture draw itself; "
                              "build the bank with bank.texture_augment=false")
-        self.clean_probability = clean_probability
-        self.rotate_probability = rotate_probability
-        self.rotate_degrees = rotate_degrees
+        self.clean_probability = adps.clean_probability
+        self.rotate_probability = adps.rotate_probability
+        self.rotate_degrees = adps.rotate_degrees
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S."""
@@ -65,11 +63,7 @@ class DraemComposer(BatchComposer):
                                    self.generator)
         opacity = 1 - (1 - DRAEM_MIN_OPACITY) * self._rand(b, 1, 1, 1)
         augmented = blend(origin, texture, mask, opacity, out=texture)
-        return {
-            "img_aug": augmented.mul_(self._scale).add_(self._bias),
-            "img_origin": origin.mul_(self._scale).add_(self._bias),
-            "mask": mask,
-        }
+        return {"img_aug": self.normalize_255(augmented), "img_origin": self.normalize_255(origin), "mask": mask}
 
 
 def make_draem_composer(
@@ -82,7 +76,5 @@ def make_draem_composer(
 ) -> DraemComposer:
     """A DRAEM composer for ``category`` with ``cfg.train.adps``'s options (inputs as :func:`make_composer`)."""
     base = make_composer(cfg, category, train_images_uint8, bank, device, generator)
-    adps = cfg.train.adps
     return DraemComposer(base.images, base.masks_packed, base.textures, cfg.bank, cfg.train.augment, generator,
-                         clean_probability=adps.clean_probability, rotate_probability=adps.rotate_probability,
-                         rotate_degrees=adps.rotate_degrees)
+                         cfg.train.adps)

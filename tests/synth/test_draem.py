@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def make(
 ) -> DraemComposer:
     """A CPU composer over given (or random) uint8 N x S x S x 3 images/textures and bool K x S x S masks."""
     inputs = composer_inputs(cfg, S, images=images, masks=masks, textures=textures)
-    return DraemComposer(*inputs, cfg.bank, cfg.train.augment,
-                         torch.Generator().manual_seed(seed), **options)
+    return DraemComposer(*inputs, cfg.bank, cfg.train.augment, torch.Generator().manual_seed(seed),
+                         dataclasses.replace(cfg.train.adps, **options))
 
 
 def square_masks(k: int = 8) -> np.ndarray:
