@@ -311,13 +311,18 @@ def bench_synth_cmd(
     batch_size: int = 16,
     image_size: int = 256,
     device: str = "auto",
+    images: Annotated[Path | None, typer.Option(
+        help="Real training images to decode, e.g. an MVTec <category>/train/good (default: synthetic PNGs).")] = None,
+    textures: Annotated[Path | None, typer.Option(
+        help="Real textures: <class>/<image> folders such as DTD's images/ (default: synthetic JPEGs).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """Samples/s of the per-sample DeSTSeg-style generator vs the bank + on-device composer."""
     from pfadseg.bench.synth import bench_synth
 
-    bench_synth(_config(params, set_), image_size=image_size, batch_size=batch_size, device=device)
+    bench_synth(_config(params, set_), image_size=image_size, batch_size=batch_size, device=device,
+                images_dir=images, textures_dir=textures)
 
 
 @bench_app.command("models")

@@ -25,12 +25,14 @@ from PIL import Image
 
 from pfadseg.config import Config
 from pfadseg.data.images import load_image
+from pfadseg.data.layout import image_files
 from pfadseg.seeding import numpy_rng, torch_generator
-from pfadseg.synth.bank import AnomalyBank, build_bank
+from pfadseg.synth.bank import AnomalyBank, build_bank, list_textures
 from pfadseg.synth.composer import AugmentGroup, BatchComposer, compose_sample_reference
 from pfadseg.train.loop import resolve_device
 
 _ROUNDS = 4
+_MAX_FILES = 32  # of real training images / textures decoded by the reference
 
 
 def _write_random_images(folder: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int], suffix: str,
@@ -60,13 +62,15 @@ def _group_rates(
     n_dec = max(1, n_ref // 2)
     n_batch = max(1, n_batches // _ROUNDS)
 
+    batch = composer.sample(batch_size)
+
     def composed() -> None:
-        for _ in range(n_batch):
-            composer.sample(batch_size)
+        nonlocal batch
+        for _ in range(n_batch):  # as the training loops call it: each batch written into the last one's tensors
+            batch = composer.sample(batch_size, reuse=batch)
         _sync(composer.device)
 
     reference(2, True)
-    composer.sample(batch_size)
     paths: dict[str, tuple[Callable[[], None], int]] = {
         "reference": (lambda: reference(n_ref, False), n_ref),
         "reference_with_decoding": (lambda: reference(n_dec, True), n_dec),
@@ -97,8 +101,14 @@ def bench_synth(
     n_batches: int = 24,
     n_masks: int = 512,
     n_textures: int = 64,
+    images_dir: Path | None = None,
+    textures_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Samples/s of the reference and of the bank + composer path per rotation group and for the MVTec mix."""
+    """Samples/s of the reference and of the bank + composer path per rotation group and for the MVTec mix.
+
+    ``images_dir`` (e.g. an MVTec ``<category>/train/good``) and ``textures_dir`` (e.g. DTD's ``images``) replace
+    the synthetic training PNGs and texture JPEGs by real files: the ones decoded per sample and banked.
+    """
     dev = resolve_device(device)
     cfg = dataclasses.replace(
         cfg,
@@ -106,15 +116,27 @@ def bench_synth(
         bank=dataclasses.replace(cfg.bank, n_masks=n_masks, n_textures=n_textures),
     )
     rng = numpy_rng(cfg.seed, "bench", "synth")
+    image_note = images_dir or "synthetic PNGs, 700-1024 px"
+    texture_note = textures_dir or "synthetic JPEGs, 200-640 px"
     groups: tuple[AugmentGroup, ...] = ("none", "slight", "rotate")
     rates: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="pfadseg-bench-synth-") as tmp:
-        texture_files = [path for c in range(4) for path in
-                         _write_random_images(Path(tmp) / "textures" / f"c{c}", rng, 8, (200, 640), ".jpg")]
-        image_files = _write_random_images(Path(tmp) / "train", rng, 8, (700, 1025), ".png")
-        stats = build_bank(cfg, Path(tmp) / "textures", Path(tmp) / "bank", progress=False)
+        if textures_dir is None:
+            textures_dir = Path(tmp) / "textures"
+            for c in range(4):
+                _write_random_images(textures_dir / f"c{c}", rng, 8, (200, 640), ".jpg")
+        texture_files = list_textures(textures_dir)[:_MAX_FILES]
+        if images_dir is None:
+            train_files = _write_random_images(Path(tmp) / "train", rng, 8, (700, 1025), ".png")
+        else:
+            train_files = image_files(Path(images_dir))[:_MAX_FILES]
+        for folder, files, what in ((textures_dir, texture_files, "<class>/<image> texture folders (DTD's images/)"),
+                                    (images_dir, train_files, "images")):
+            if not files:
+                raise FileNotFoundError(f"{folder}: no {what} found")
+        stats = build_bank(cfg, textures_dir, Path(tmp) / "bank", progress=False)
         bank = AnomalyBank.load(Path(tmp) / "bank", cfg)
-        images = np.stack([load_image(p, image_size) for p in image_files])
+        images = np.stack([load_image(p, image_size) for p in train_files])
         textures = np.array(bank.textures)
         for group in groups:
             composer = BatchComposer(
@@ -128,7 +150,7 @@ def bench_synth(
                     i, t = int(rng.integers(len(images))), int(rng.integers(len(textures)))
                     image, texture = images[i], textures[t]
                     if decode:
-                        image = load_image(image_files[i], image_size)
+                        image = load_image(train_files[i], image_size)
                         texture = load_image(texture_files[t % len(texture_files)], image_size)
                     out = compose_sample_reference(image, texture, rng, cfg.bank, group, cfg.train.augment)
                     tuple(torch.from_numpy(a) for a in out)
@@ -159,7 +181,10 @@ def bench_synth(
         print(f"  {name:<24}{ref:>12.1f}{dec:>16.1f}{row['composer_samples_per_s']:>17.1f}"
               f"{row['speedup']:>9.1f}x{row['speedup_with_decoding']:>12.1f}x")
     print("  reference: DeSTSeg-style, one sample at a time (numpy/PIL/scipy) from decoded arrays; 'ref + decoding' "
-          "also decodes and resizes a PNG and a JPEG per sample, as DeSTSeg's loader does")
+          "also decodes and resizes a training image and a texture per sample, as DeSTSeg's loader does")
+    print(f"  files decoded: {len(train_files)} training images ({image_note}), {len(texture_files)} textures "
+          f"({texture_note}); synthetic files are smooth and decode faster than photographs of their size")
+    print("  bank + composer: each batch written into the previous batch's tensors, as the training loops do")
     print(f"  bank build: {n_masks} masks + {n_textures} textures in {stats['build_seconds']:.2f} s "
           f"({stats['mask_seconds_per_1000']:.2f} s per 1,000 masks at {image_size} px)")
     return result

@@ -31,10 +31,11 @@ from PIL import Image
 
 from pfadseg.config import AugmentConfig, BankConfig, Config
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD, normalize
-from pfadseg.synth.bank import AnomalyBank, unpack_masks
+from pfadseg.synth.bank import AnomalyBank, transpose_packed_masks, unpack_masks
 from pfadseg.synth.perlin import perlin_mask_reference, rotation_grid, rotation_theta
 
 AugmentGroup = Literal["none", "slight", "rotate"]
+Batch = dict[str, torch.Tensor]
 
 
 def blend(
@@ -54,9 +55,13 @@ def blend(
 
 
 def _sample_rotated(
-    images: torch.Tensor, degrees: torch.Tensor, quarter_turns: torch.Tensor | None
+    images: torch.Tensor,
+    degrees: torch.Tensor,
+    quarter_turns: torch.Tensor | None,
+    grid_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    grid = rotation_grid(rotation_theta(degrees, quarter_turns).to(images.dtype), images.shape[-1])
+    theta = rotation_theta(degrees, quarter_turns).to(images.dtype)
+    grid = rotation_grid(theta, images.shape[-1], out=grid_out)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -118,6 +123,17 @@ class BatchComposer:
         self._affine = [(float(a), float(b)) for a, b in zip(self._scale.flatten(), self._bias.flatten(), strict=True)]
         self._fill_value = float(augment.fill)
         self._arange = torch.arange(size, device=self.device)
+        # The bank's masks followed by their transposes, as one table of packed rows: a transposed draw reads
+        # the transposed mask, so each of the 8 flips/90-degree turns is a row pick and a column gather.
+        self._mask_rows = torch.cat([masks_packed, transpose_packed_masks(masks_packed)]).flatten(0, 1)
+        self._workspace: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A private scratch tensor, kept between calls: never part of a returned batch."""
+        buffer = self._workspace.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._workspace[name] = torch.empty(shape, dtype=dtype, device=self.device)
+        return buffer
 
     def _randint(self, high: int, *shape: int) -> torch.Tensor:
         return torch.randint(high, shape, generator=self.generator, device=self.device)
@@ -125,50 +141,85 @@ class BatchComposer:
     def _rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.device)
 
-    def normalize_255(self, images: torch.Tensor, *, fill_offset: bool = False) -> torch.Tensor:
-        """B x 3 x S x S in [0, 255] (uint8 or float) -> float ImageNet-normalised images (a new tensor); minus
-        the normalised fill if ``fill_offset``."""
-        out = torch.empty(images.shape, device=self.device)
+    def normalize_255(
+        self, images: torch.Tensor, *, fill_offset: bool = False, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """B x 3 x S x S in [0, 255] (uint8 or float) -> float ImageNet-normalised images, into ``out`` or a new
+        tensor; minus the normalised fill if ``fill_offset``."""
+        out = torch.empty(images.shape, device=self.device) if out is None else out
+        out.copy_(images)  # one conversion pass, then in-place scalar ops per channel: no float temporaries
         for c, (scale, bias) in enumerate(self._affine):
-            add = -self._fill_value * scale if fill_offset else bias
-            torch.mul(images[:, c], scale, out=out[:, c]).add_(add)
+            out[:, c].mul_(scale).add_(-self._fill_value * scale if fill_offset else bias)
         return out
 
-    def _origin(self, b: int) -> torch.Tensor:
-        images = self.images.index_select(0, self._randint(len(self.images), b))
+    def _pick(self, pool: torch.Tensor, b: int, name: str) -> torch.Tensor:
+        """b uniform draws (with replacement) from a uint8 pool, into the scratch tensor ``name``."""
+        out = self._buffer(name, (b, *pool.shape[1:]), pool.dtype)
+        return torch.index_select(pool, 0, self._randint(len(pool), b), out=out)
+
+    def _origin(self, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The normal images, rotated per the group. ``out`` is filled unless a rotation makes a new tensor
+        (``grid_sample`` has no true out= kernel): use the returned tensor."""
+        images = self._pick(self.images, b, "images")
         if self.group == "none":
-            return self.normalize_255(images)
+            return self.normalize_255(images, out=out)
         degrees = (2 * self._rand(b) - 1) * self.slight_degrees
         quarter_turns = self._randint(4, b) if self.group == "rotate" else None
         # rotate_images in normalised units: sample (x - fill) with zero padding, then add the fill back.
-        rotated = _sample_rotated(self.normalize_255(images, fill_offset=True), degrees, quarter_turns)
+        shifted = self.normalize_255(images, fill_offset=True, out=self._buffer("shifted", images.shape))
+        grid = self._buffer("grid", (b, self.size, self.size, 2))
+        rotated = _sample_rotated(shifted, degrees, quarter_turns, grid_out=grid)
         for c, (scale, bias) in enumerate(self._affine):
             rotated[:, c].add_(bias + self._fill_value * scale)
         return rotated
 
-    def _masks(self, b: int) -> torch.Tensor:
+    def _masks(self, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """b bank masks, each under a random flip/90-degree turn and cyclic offset: float B x 1 x S x S."""
         s = self.size
         index = self._randint(len(self.masks_packed), b)
         flip_rows, flip_cols, transpose = self._randint(2, 3, b).bool()[..., None]
         offsets = self._randint(s, 2, b)[..., None]
         rows = (torch.where(flip_rows, s - 1 - self._arange, self._arange) + offsets[0]) % s
         cols = (torch.where(flip_cols, s - 1 - self._arange, self._arange) + offsets[1]) % s
-        # Output (i, j) reads source (rows[i], cols[j]), or (rows[j], cols[i]) when transposed; the rows are
-        # picked while still bit-packed, in one index_select over all masks' rows.
-        packed = self.masks_packed.flatten(0, 1).index_select(0, (index[:, None] * s + rows).flatten())
-        bits = unpack_masks(packed.view(b, s, s // 8))
-        bits = bits.gather(2, cols[:, None, :].expand(bits.shape))
-        bits = torch.where(transpose[..., None], bits.transpose(1, 2), bits)
-        return bits.unsqueeze(1).to(torch.float32, memory_format=torch.contiguous_format)
+        # Output (i, j) reads source (rows[i], cols[j]), or, transposed, (rows[j], cols[i]) = transposed
+        # source (cols[i], rows[j]). The rows are picked while still bit-packed, in one index_select.
+        row_pick, col_pick = torch.where(transpose, cols, rows), torch.where(transpose, rows, cols)
+        source = (index + transpose[:, 0] * len(self.masks_packed))[:, None] * s + row_pick
+        packed = torch.index_select(self._mask_rows, 0, source.flatten(),
+                                    out=self._buffer("packed", (b * s, s // 8), torch.uint8))
+        bits = unpack_masks(packed.view(b, s, s // 8), out=self._buffer("bits", (b, s, s), torch.uint8))
+        picked = torch.gather(bits, 2, col_pick[:, None, :].expand(b, s, s),
+                              out=self._buffer("picked", (b, s, s), torch.uint8))
+        out = torch.empty((b, 1, s, s), device=self.device) if out is None else out
+        return out.copy_(picked.unsqueeze(1))
 
-    def _textures(self, b: int) -> torch.Tensor:
-        return self.normalize_255(self.textures.index_select(0, self._randint(len(self.textures), b)))
+    def _textures(self, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.normalize_255(self._pick(self.textures, b, "textures"), out=out)
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S."""
-        origin = self._origin(batch_size)
-        mask = self._masks(batch_size)
-        texture = self._textures(batch_size)
+    def _outputs(self, b: int, reuse: Batch | None) -> Batch:
+        """The tensors a batch is written into: ``reuse``'s, checked, or new ones."""
+        shapes = {"img_aug": (b, 3, self.size, self.size), "img_origin": (b, 3, self.size, self.size),
+                  "mask": (b, 1, self.size, self.size)}
+        if reuse is None:
+            return {key: torch.empty(shape, device=self.device) for key, shape in shapes.items()}
+        for key, shape in shapes.items():
+            tensor = reuse.get(key)
+            if tensor is None or tuple(tensor.shape) != shape or tensor.dtype != torch.float32 \
+                    or tensor.device != self.device or not tensor.is_contiguous():
+                raise ValueError(f"reuse: expected an earlier batch of {b} from this composer, but {key!r} is "
+                                 f"{None if tensor is None else (tensor.dtype, tuple(tensor.shape))}")
+        return reuse
+
+    def sample(self, batch_size: int, reuse: Batch | None = None) -> Batch:
+        """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S.
+
+        ``reuse``: an earlier batch of the same size that the caller is done with; its tensors are overwritten
+        (on a CPU, fresh output tensors cost about as much as composing them).
+        """
+        out = self._outputs(batch_size, reuse)
+        origin = self._origin(batch_size, out["img_origin"])
+        mask = self._masks(batch_size, out["mask"])
+        texture = self._textures(batch_size, out["img_aug"])
         beta = self.opacity_max - (self.opacity_max - self.opacity_min) * self._rand(batch_size, 1, 1, 1)
         augmented = blend(origin, texture, mask, beta, out=texture)
         return {"img_aug": augmented, "img_origin": origin, "mask": mask}

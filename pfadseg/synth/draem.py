@@ -21,7 +21,7 @@ import torch
 
 from pfadseg.config import ADPSTrainConfig, AugmentConfig, BankConfig, Config
 from pfadseg.synth.bank import AnomalyBank
-from pfadseg.synth.composer import BatchComposer, blend, make_composer, rotate_images
+from pfadseg.synth.composer import Batch, BatchComposer, blend, make_composer, rotate_images
 from pfadseg.synth.texture_ops import augment_textures
 
 DRAEM_MIN_OPACITY = 0.2  # DRAEM: beta = U[0, 1) * 0.8, texture weight 1 - beta
@@ -50,20 +50,22 @@ class DraemComposer(BatchComposer):
         self.rotate_probability = adps.rotate_probability
         self.rotate_degrees = adps.rotate_degrees
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S."""
+    def sample(self, batch_size: int, reuse: Batch | None = None) -> Batch:
+        """``img_aug``, ``img_origin``: float B x 3 x S x S, normalised; ``mask``: float B x 1 x S x S.
+        ``reuse`` as :meth:`BatchComposer.sample`."""
         b = batch_size
-        origin = self.images.index_select(0, self._randint(len(self.images), b)).float()
+        out = self._outputs(b, reuse)
+        origin = self._pick(self.images, b, "images").float()
         if self.rotate_probability > 0:
             degrees = (2 * self._rand(b) - 1) * self.rotate_degrees
             rotated = self._rand(b).lt(self.rotate_probability).view(b, 1, 1, 1)
             origin = torch.where(rotated, rotate_images(origin, degrees, 0.0), origin)
-        mask = self._masks(b).mul_(self._rand(b, 1, 1, 1).ge(self.clean_probability))
-        texture = augment_textures(self.textures.index_select(0, self._randint(len(self.textures), b)),
-                                   self.generator)
+        mask = self._masks(b, out["mask"]).mul_(self._rand(b, 1, 1, 1).ge(self.clean_probability))
+        texture = augment_textures(self._pick(self.textures, b, "textures"), self.generator)
         opacity = 1 - (1 - DRAEM_MIN_OPACITY) * self._rand(b, 1, 1, 1)
         augmented = blend(origin, texture, mask, opacity, out=texture)
-        return {"img_aug": self.normalize_255(augmented), "img_origin": self.normalize_255(origin), "mask": mask}
+        return {"img_aug": self.normalize_255(augmented, out=out["img_aug"]),
+                "img_origin": self.normalize_255(origin, out=out["img_origin"]), "mask": mask}
 
 
 def make_draem_composer(

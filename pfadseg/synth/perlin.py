@@ -88,12 +88,13 @@ def rotation_theta(degrees: torch.Tensor, quarter_turns: torch.Tensor | None = N
     return torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], -2)
 
 
-def rotation_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, size, size), align_corners=False)`` for a linear theta, broadcast."""
+def rotation_grid(theta: torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, size, size), align_corners=False)`` for a linear theta, broadcast (into
+    ``out``, B x size x size x 2, if given)."""
     base = (torch.arange(size, device=theta.device, dtype=theta.dtype) * 2 + 1) / size - 1
     bx, by = base.view(1, 1, size), base.view(1, size, 1)
     t = theta[..., None, None]
-    grid = theta.new_empty(len(theta), size, size, 2)
+    grid = theta.new_empty(len(theta), size, size, 2) if out is None else out
     torch.add(t[:, 0, 0] * bx, t[:, 0, 1] * by, out=grid[..., 0])
     torch.add(t[:, 1, 0] * bx, t[:, 1, 1] * by, out=grid[..., 1])
     return grid

@@ -11,7 +11,7 @@ import torch
 
 from pfadseg.config import ADPSTrainConfig
 from pfadseg.models.adps import ADPSNet
-from pfadseg.synth.composer import BatchComposer
+from pfadseg.synth.composer import Batch, BatchComposer
 from pfadseg.train.losses import focal_loss, signed_distillation_loss
 
 
@@ -45,11 +45,14 @@ def adps_step_fn(
     """One step: teacher and patch student both see the synthetic image; signed distillation + focal on M."""
     net.train()  # student and PSM; the teacher stays in eval mode whatever it is told
 
+    batch: Batch | None = None  # the last batch: the next one is written into its tensors
+
     def step(index: int) -> dict[str, torch.Tensor]:
         lr = adps_lr(index, cfg, iterations_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = composer.sample(cfg.batch_size)
+        nonlocal batch
+        batch = composer.sample(cfg.batch_size, reuse=batch)
         with amp():
             out = net(batch["img_aug"])
         mask = batch["mask"]

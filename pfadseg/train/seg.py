@@ -11,7 +11,7 @@ from torch import nn
 
 from pfadseg.config import SegTrainConfig
 from pfadseg.models.anomaly_map import seg_input
-from pfadseg.synth.composer import BatchComposer
+from pfadseg.synth.composer import Batch, BatchComposer
 from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 
 
@@ -41,8 +41,11 @@ def seg_step_fn(
     student.eval()
     segnet.train()
 
+    batch: Batch | None = None  # the last batch: the next one is written into its tensors
+
     def step(_: int) -> dict[str, torch.Tensor]:
-        batch = composer.sample(cfg.batch_size)
+        nonlocal batch
+        batch = composer.sample(cfg.batch_size, reuse=batch)
         with amp():
             with torch.no_grad():
                 features = seg_input(student(batch["img_aug"]), teacher(batch["img_aug"]))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pfadseg.config import StudentTrainConfig
-from pfadseg.synth.composer import BatchComposer
+from pfadseg.synth.composer import Batch, BatchComposer
 from pfadseg.train.losses import cosine_distillation_loss
 
 
@@ -30,8 +30,11 @@ def student_step_fn(
     """One step: teacher sees the clean image, student the synthetic anomaly; cosine loss on 3 levels."""
     student.train()
 
+    batch: Batch | None = None  # the last batch: the next one is written into its tensors
+
     def step(_: int) -> dict[str, torch.Tensor]:
-        batch = composer.sample(cfg.batch_size)
+        nonlocal batch
+        batch = composer.sample(cfg.batch_size, reuse=batch)
         with amp():
             with torch.no_grad():
                 target = teacher(batch["img_origin"])

@@ -21,9 +21,22 @@ from pfadseg.synth.bank import (
     BankError,
     build_bank,
     list_textures,
+    pack_masks,
     texture_selection,
+    transpose_packed_masks,
     unpack_masks,
 )
+
+
+def test_pack_unpack_and_transpose_packed_masks() -> None:
+    masks = np.random.default_rng(2).random((5, 16, 16)) < 0.5
+    packed = torch.from_numpy(np.packbits(masks, axis=-1))
+    np.testing.assert_array_equal(unpack_masks(packed).numpy(), masks)
+    assert torch.equal(pack_masks(unpack_masks(packed)), packed)
+    out = torch.empty(5, 16, 16, dtype=torch.uint8)
+    assert unpack_masks(packed, out=out).data_ptr() == out.data_ptr()
+    np.testing.assert_array_equal(unpack_masks(transpose_packed_masks(packed, chunk=2)).numpy(),
+                                  masks.transpose(0, 2, 1))
 
 
 def test_round_trip(built_bank: tuple[Config, Path], texture_dir: Path) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pfadseg.bench.synth import _mix, bench_synth
 from pfadseg.config import Config
@@ -28,3 +31,22 @@ def test_bench_synth_reports_every_group_and_the_mix(
         assert row["reference_with_decoding_samples_per_s"] > 0
     assert sum(result["group_categories"].values()) == 15
     assert "MVTec mix (5/3/7)" in capsys.readouterr().out
+
+
+def test_bench_synth_decodes_given_files(
+    make_config: Callable[..., Config], texture_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 50, 3), 60 * i, dtype=np.uint8)).save(good / f"{i:03d}.png")
+    bench_synth(make_config(), image_size=64, batch_size=4, device="cpu", n_reference=4, n_batches=4, n_masks=16,
+                n_textures=4, images_dir=good, textures_dir=texture_dir)
+    out = capsys.readouterr().out
+    assert f"3 training images ({good})" in out and f"6 textures ({texture_dir})" in out
+
+
+def test_bench_synth_names_a_folder_without_images(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no images found"):
+        bench_synth(make_config(), image_size=64, batch_size=4, device="cpu", n_reference=4, n_batches=4,
+                    n_masks=16, n_textures=4, images_dir=tmp_path)

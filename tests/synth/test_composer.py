@@ -205,6 +205,54 @@ def test_mask_distribution_matches_the_reference(cfg: Config) -> None:
     assert stats.ks_2samp(_coverage(drawn), _coverage(ref)).pvalue > 1e-3
 
 
+def _d4_variants(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/90-degree turns of a square mask."""
+    turns = [np.rot90(mask, k) for k in range(4)]
+    return turns + [np.fliplr(t) for t in turns]
+
+
+def test_masks_are_flipped_turned_and_rolled_bank_masks(cfg: Config) -> None:
+    # One asymmetric random mask in the bank: every draw must be exactly one of its 8 flips/turns rolled by
+    # some cyclic offset, and over many draws all 8 appear (the transposed half comes from the transposed
+    # copy of the bank).
+    size = 16
+    bank_mask = np.random.default_rng(5).random((size, size)) < 0.3
+    variants = _d4_variants(bank_mask)
+    assert len({v.tobytes() for v in variants}) == 8
+    images, masks_packed, textures = composer_inputs(cfg, size, masks=bank_mask[None])
+    comp = BatchComposer(images, masks_packed, textures, "none", cfg.bank, cfg.train.augment,
+                         torch.Generator().manual_seed(0))
+    seen = set()
+    for drawn in comp.sample(160)["mask"][:, 0].numpy().astype(bool):
+        matches = [k for k, v in enumerate(variants) for dy in range(size) for dx in range(size)
+                   if np.array_equal(np.roll(v, (dy, dx), axis=(0, 1)), drawn)]
+        assert matches, "a drawn mask is no flip/turn/roll of the bank mask"
+        seen.update(matches)
+    assert seen == set(range(8))
+
+
+@pytest.mark.parametrize("group", ["none", "slight", "rotate"])
+def test_reuse_overwrites_the_earlier_batch(cfg: Config, group: AugmentGroup) -> None:
+    fresh, reusing = composer(cfg, group, seed=4), composer(cfg, group, seed=4)
+    earlier = reusing.sample(6)
+    kept = {key: tensor.clone() for key, tensor in earlier.items()}
+    fresh.sample(6)
+    expected, batch = fresh.sample(6), reusing.sample(6, reuse=earlier)
+    assert all(torch.equal(batch[key], expected[key]) for key in expected)
+    assert batch["img_aug"] is earlier["img_aug"] and batch["mask"] is earlier["mask"]
+    assert not torch.equal(earlier["img_aug"], kept["img_aug"])  # overwritten, as documented
+    if group == "none":
+        assert batch["img_origin"] is earlier["img_origin"]
+
+
+def test_reuse_refuses_a_batch_of_another_shape(cfg: Config) -> None:
+    comp = composer(cfg, "none")
+    with pytest.raises(ValueError, match=r"reuse: expected an earlier batch of 4.*'img_aug'"):
+        comp.sample(4, reuse=comp.sample(3))
+    with pytest.raises(ValueError, match="'mask'"):
+        comp.sample(4, reuse={**comp.sample(4), "mask": torch.empty(4, 3, S, S)})
+
+
 def test_reference_sample(cfg: Config) -> None:
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, size=(S, S, 3), dtype=np.uint8)

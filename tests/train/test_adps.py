@@ -99,7 +99,7 @@ class _FakeComposer:
     def __init__(self, size: int) -> None:
         self.size, self.gen = size, torch.Generator().manual_seed(0)
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, reuse: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         img = torch.randn(batch_size, 3, self.size, self.size, generator=self.gen)
         mask = torch.zeros(batch_size, 1, self.size, self.size)
         mask[::2, :, 8:40, 16:48] = 1.0
