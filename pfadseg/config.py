@@ -150,6 +150,7 @@ class RCMConfig:
 class ADPSConfig:
     """ADPS (adps-method.md): every field is a detail the paper leaves open except ``k``."""
 
+    backbone: Literal["resnet18", "wide_resnet50_2"]
     k: int = num(1, 64)
     split_at: Literal["input", "stage1", "stage2"]
     wmb_detach_student: bool
@@ -176,6 +177,11 @@ class ModelConfig:
     rcm: RCMConfig
     decoder_upsample: Literal["between_stages", "in_block"]
     adps: ADPSConfig
+
+    @property
+    def teacher_backbone(self) -> Literal["resnet18", "wide_resnet50_2"]:
+        """The teacher's backbone: ``model.adps.backbone`` for ADPS, the protocol's ResNet-18 otherwise."""
+        return self.adps.backbone if self.arch == "adps" else "resnet18"
 
     @property
     def variant(self) -> str:
@@ -422,6 +428,24 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
 def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     """Validate a params tree (plus ``KEY=VALUE`` overrides, YAML-typed) into a :class:`Config`."""
     return _build(Config, apply_overrides(tree, overrides) if overrides else _deepcopy(tree), "")
+
+
+# Keys added after trained model files started storing their config, with the value that reproduces what older
+# versions did: a stored config lacking one is read with it (anything else missing still fails validation).
+ADDED_KEYS: dict[str, Any] = {"model.adps.backbone": "resnet18"}
+
+
+def upgrade_stored_config(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config stored by an older pfadseg with each missing :data:`ADDED_KEYS` entry filled in."""
+    out = _deepcopy(tree)
+    for dotted, value in ADDED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+    return out
 
 
 def _deepcopy(tree: Any) -> Any:

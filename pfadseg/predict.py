@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, ArtifactError, load_model_file
-from pfadseg.config import Config, ConfigError, config_from_dict
+from pfadseg.config import Config, ConfigError, config_from_dict, upgrade_stored_config
 from pfadseg.data.images import ImageReadError, normalize, to_tensor
 from pfadseg.evaluate import ScoreRule, score_rule
 from pfadseg.fsio import atomic_path
@@ -169,7 +169,7 @@ def load_predictor(
         raise PredictError(f"{seg_path}: stores no config (meta['config']); retrain it with this version")
     overrides = [f"model.teacher_weights={teacher_weights}"] if teacher_weights else []
     try:
-        cfg = config_from_dict(meta["config"], overrides)
+        cfg = config_from_dict(upgrade_stored_config(meta["config"]), overrides)
     except ConfigError as exc:
         raise PredictError(f"{seg_path}: its stored config does not validate with this pfadseg version ({exc}); "
                            "retrain the model or use the version that trained it") from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pfadseg.config import ConfigError, config_from_dict, load_config, read_params
+from pfadseg.config import ConfigError, config_from_dict, load_config, read_params, upgrade_stored_config
 from tests.conftest import REPO
 
 
@@ -77,3 +77,16 @@ def test_augment_groups_follow_the_protocol() -> None:
     assert aug.group_of("zipper") == "slight"
     assert aug.group_of("screw") == "rotate"
     assert aug.group_of("my_custom_part") == "none"
+
+
+def test_a_stored_config_from_before_a_key_was_added_still_loads() -> None:
+    tree = read_params(REPO / "params.yaml")
+    del tree["model"]["adps"]["backbone"]
+    with pytest.raises(ConfigError, match=r"model\.adps\.backbone"):
+        config_from_dict(tree)
+    upgraded = upgrade_stored_config(tree)
+    assert "backbone" not in tree["model"]["adps"]  # the stored tree itself is left alone
+    assert config_from_dict(upgraded).model.adps.backbone == "resnet18"
+    del tree["model"]["adps"]["k"]  # only the listed keys are filled in
+    with pytest.raises(ConfigError, match=r"model\.adps\.k"):
+        config_from_dict(upgrade_stored_config(tree))

@@ -13,13 +13,14 @@ from pfadseg.config import ADPSConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
 from pfadseg.models.patchify import PatchStudent
 from pfadseg.models.psm import PostSegmentation
+from pfadseg.models.teacher import FEATURE_CHANNELS
 from pfadseg.models.wmb import weight_mask
 
 
 class ADPSOutput(NamedTuple):
     """What training needs: both feature pyramids (Eq. 7) and the 2-class map (Eq. 8)."""
 
-    teacher_feats: Sequence[torch.Tensor]  # 64 @ 1/4, 128 @ 1/8, 256 @ 1/16, detached
+    teacher_feats: Sequence[torch.Tensor]  # C1 @ 1/4, C2 @ 1/8, C3 @ 1/16 (FEATURE_CHANNELS), detached
     student_feats: Sequence[torch.Tensor]  # same shapes, stitched from the patches
     probs: torch.Tensor  # B x 2 x H x W softmax, float32, channel 1 = anomaly
 
@@ -31,8 +32,8 @@ class ADPSNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.teacher = teacher
-        self.student = PatchStudent(cfg.k, cfg.split_at)
-        self.psm = PostSegmentation(cfg.psm_widths)
+        self.student = PatchStudent(cfg.k, cfg.split_at, cfg.backbone)
+        self.psm = PostSegmentation(cfg.psm_widths, FEATURE_CHANNELS[cfg.backbone])
 
     def forward(self, images: torch.Tensor) -> ADPSOutput:
         # B x 3 x H x W normalised -> ADPSOutput (probs at H x W)

@@ -29,8 +29,9 @@ def _seeded(generator: torch.Generator | None) -> Iterator[None]:
 
 
 def build_teacher(model_cfg: ModelConfig) -> Teacher:
-    """Frozen ResNet-18 teacher with ``model.teacher_weights`` (``random``: init from torch's global RNG)."""
-    return Teacher(model_cfg.teacher_weights)
+    """Frozen teacher (``teacher_backbone``) with ``model.teacher_weights`` (``random``: init from torch's global
+    RNG)."""
+    return Teacher(model_cfg.teacher_weights, model_cfg.teacher_backbone)
 
 
 def build_student(model_cfg: ModelConfig, generator: torch.Generator | None = None) -> Student:

@@ -1,4 +1,4 @@
-"""Asymmetric student input: k x k patches through one batched ResNet-18 pass, stitched back (ADPS Sec. III-A)."""
+"""Asymmetric student input: k x k patches through one batched ResNet pass, stitched back (ADPS Sec. III-A)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pfadseg.models.blocks import BasicBlock, kaiming_init_, make_stage
+from pfadseg.models.teacher import BACKBONES, Backbone
 
 SplitAt = Literal["input", "stage1", "stage2"]
 _CUT = {"input": 0, "stage1": 1, "stage2": 2}  # stages (stem, layer1, ...) run on the whole image before the cut
@@ -31,35 +32,43 @@ def stitch(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class PatchStudent(nn.Module):
-    """Random-init ResNet-18 to layer3 seeing the image as k x k patches from ``split_at`` on (ADPS Sec. III-A).
+    """Random-init ResNet (the teacher's backbone) to layer3 seeing the image as k x k patches from ``split_at`` on
+    (ADPS Sec. III-A).
 
-    Returns [64 @ 1/4, 128 @ 1/8, 256 @ 1/16] of the full image; levels computed before the cut stay whole.
+    Returns [C1 @ 1/4, C2 @ 1/8, C3 @ 1/16] of the full image; levels computed before the cut stay whole.
     """
 
-    def __init__(self, k: int, split_at: SplitAt = "input") -> None:
+    def __init__(self, k: int, split_at: SplitAt = "input", backbone: Backbone = "resnet18") -> None:
         super().__init__()
         if k < 1:
             raise ValueError(f"PatchStudent: k must be >= 1, got {k}")
         if split_at not in _CUT:
             raise ValueError(f"PatchStudent: split_at must be one of {', '.join(_CUT)}, got {split_at!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"PatchStudent: backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
         self.k, self.split_at = k, split_at
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.act1 = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = make_stage(64, 64)
-        self.layer2 = make_stage(64, 128, stride=2)
-        self.layer3 = make_stage(128, 256, stride=2)
-        kaiming_init_(self)  # as the DeSTSeg student's Encoder: Kaiming fan_out, BN 1/0, bn2 of every block zeroed
-        for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+        if backbone == "resnet18":
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.act1 = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.layer1 = make_stage(64, 64)
+            self.layer2 = make_stage(64, 128, stride=2)
+            self.layer3 = make_stage(128, 256, stride=2)
+            kaiming_init_(self)  # as the DeSTSeg student's Encoder: Kaiming fan_out, BN 1/0, bn2 of every block zeroed
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+        else:  # torchvision's ResNet init is the same rule: Kaiming fan_out, BN 1/0, last BN of every block zeroed
+            net = BACKBONES[backbone][0](weights=None, zero_init_residual=True)
+            self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+            self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # B x 3 x H x W -> [B x 64 x H/4 x W/4, B x 128 x H/8 x W/8, B x 256 x H/16 x W/16]
+        # B x 3 x H x W -> [B x C1 x H/4 x W/4, B x C2 x H/8 x W/8, B x C3 x H/16 x W/16]
         h, w = x.shape[-2:]
         unit = 16 * self.k
         if h % unit or w % unit:

@@ -66,7 +66,7 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module:
 
 def teacher_record(cfg: Config) -> dict[str, Any]:
     """Provenance of the teacher weights, with the seed when they are random."""
-    identity = teacher_identity(cfg.model.teacher_weights)
+    identity = teacher_identity(cfg.model.teacher_weights, cfg.model.teacher_backbone)
     record: dict[str, Any] = {"weights": cfg.model.teacher_weights, "name": identity["name"],
                               "sha256": identity["sha256"]}
     if cfg.model.teacher_weights == "random":

@@ -13,7 +13,7 @@ import torch
 from torchvision.models import resnet18
 
 from pfadseg.bench.models import bench_models
-from pfadseg.config import Config, ModelConfig
+from pfadseg.config import Config, ConfigError, ModelConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map, l2_normalize, seg_input
 from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
 from pfadseg.models.segnet import SegNet
@@ -85,6 +85,26 @@ def test_teacher_loads_a_state_dict_path(tmp_path: Path) -> None:
     torch.testing.assert_close(t(x)[0], expected)
     torch.save(t.state_dict(), tmp_path / "teacher.pt")  # the teacher's own state dict loads too
     Teacher(str(tmp_path / "teacher.pt"))
+
+
+def test_wide_resnet_teacher_names_its_own_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert imagenet_weights_file("wide_resnet50_2").name == "wide_resnet50_2-95faca4d.pth"
+    with pytest.raises(TeacherWeightsError, match=r"wide_resnet50_2 IMAGENET1K_V1 file wide_resnet50_2-95faca4d\.pth"):
+        Teacher("imagenet", "wide_resnet50_2")
+    path = tmp_path / "r18.pt"
+    torch.save(resnet18().state_dict(), path)
+    with pytest.raises(TeacherWeightsError, match="does not fit a torchvision wide_resnet50_2"):
+        Teacher(str(path), "wide_resnet50_2")
+    assert teacher_identity("random", "wide_resnet50_2")["name"] == "random wide_resnet50_2"
+
+
+def test_teacher_backbone_follows_the_architecture(make_config: Callable[..., Config]) -> None:
+    wide = "model.adps.backbone=wide_resnet50_2"
+    assert make_config(wide).model.teacher_backbone == "resnet18"  # PFADSeg/DeSTSeg: always the protocol's
+    assert make_config(wide, "model.arch=adps").model.teacher_backbone == "wide_resnet50_2"
+    with pytest.raises(ConfigError, match=r"model\.adps\.backbone"):
+        make_config("model.adps.backbone=resnet50")
 
 
 def test_teacher_refuses_missing_and_incompatible_files(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_one_step_trains_student_and_psm_and_leaves_the_teacher() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         teacher = Teacher("random")
-    net = ADPSNet(teacher, ADPSConfig(k=2, split_at="input", wmb_detach_student=False, psm_widths=[16, 8, 8, 4],
+    net = ADPSNet(teacher, ADPSConfig(backbone="resnet18", k=2, split_at="input", wmb_detach_student=False,
+                                      psm_widths=[16, 8, 8, 4],
                                       target_resize="bilinear", clamp_anomalous_cos=False, score_sigma=4.0))
     cfg = _train_cfg(batch_size=4, lr=1e-3, epochs=3, milestones=[1])
     optimizer = adps_optimizer(net, cfg)

@@ -19,6 +19,7 @@ from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.evaluate import run_evaluate
 from pfadseg.pipeline.report import collect_runs, provenance
 from pfadseg.pipeline.train import run_train_seg, run_train_student
+from pfadseg.predict import load_predictor
 from pfadseg.train import loop as loop_module
 from pfadseg.train.loop import NonFiniteLossError
 
@@ -155,6 +156,20 @@ def test_adps_trains_in_one_stage_resumes_exactly_and_evaluates(
     assert 0.0 <= metrics["seg"]["pixel_ap"] <= 1.0
     with pytest.raises(ValueError, match=r"a model\.arch=adps model, but params\.yaml gives model\.arch=pfadseg"):
         run_train_seg(_cfg(tiny_config), Layout(), "bottle", 0, progress=False)
+
+
+def test_adps_on_the_wide_resnet_backbone_trains_calibrates_and_predicts(
+    workspace: Path, tiny_config: Callable[..., Config]
+) -> None:
+    cfg = _cfg(tiny_config, *ADPS, "train.adps.epochs=1", "train.adps.milestones=[]",
+               "model.adps.backbone=wide_resnet50_2")
+    run_train_student(cfg, Layout(), "bottle", 0, progress=False)
+    content = load_model_file(Layout().student("bottle", 0), STUDENT_FORMAT)
+    assert content["state_dict"]["student.layer3.0.conv3.weight"].shape[0] == 1024
+    run_train_seg(cfg, Layout(), "bottle", 0, progress=False)
+    predictor = load_predictor(Layout().seg("bottle", 0), device="cpu")
+    assert predictor.config.model.teacher_backbone == "wide_resnet50_2"
+    assert predictor.detector.net.teacher.layer3[0].conv3.out_channels == 1024
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(workspace: Path, tiny_config: Callable[..., Config]) -> None:
