@@ -146,11 +146,14 @@ class RCMConfig:
                 raise ConfigError(f"{key}.{name}: must be odd (an even kernel changes the map size)")
 
 
+Backbone = Literal["resnet18", "wide_resnet50_2"]  # torchvision ResNets a teacher/student can be built on
+
+
 @dataclass(frozen=True)
 class ADPSConfig:
     """ADPS (adps-method.md): every field is a detail the paper leaves open except ``k``."""
 
-    backbone: Literal["resnet18", "wide_resnet50_2"]
+    backbone: Backbone
     k: int = num(1, 64)
     split_at: Literal["input", "stage1", "stage2"]
     wmb_detach_student: bool
@@ -179,7 +182,7 @@ class ModelConfig:
     adps: ADPSConfig
 
     @property
-    def teacher_backbone(self) -> Literal["resnet18", "wide_resnet50_2"]:
+    def teacher_backbone(self) -> Backbone:
         """The teacher's backbone: ``model.adps.backbone`` for ADPS, the protocol's ResNet-18 otherwise."""
         return self.adps.backbone if self.arch == "adps" else "resnet18"
 

@@ -7,8 +7,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pfadseg.config import Backbone
 from pfadseg.models.blocks import BasicBlock, kaiming_init_, make_stage
-from pfadseg.models.teacher import BACKBONES, Backbone
+from pfadseg.models.teacher import BACKBONES
 
 SplitAt = Literal["input", "stage1", "stage2"]
 _CUT = {"input": 0, "stage1": 1, "stage2": 2}  # stages (stem, layer1, ...) run on the whole image before the cut

@@ -8,22 +8,25 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights, WeightsEnum, Wide_ResNet50_2_Weights, resnet18, wide_resnet50_2
 
+from pfadseg.config import Backbone
+
 log = logging.getLogger(__name__)
 
-Backbone = Literal["resnet18", "wide_resnet50_2"]
 # torchvision constructor and its ImageNet weights (IMAGENET1K_V1) per backbone
-BACKBONES: dict[str, tuple[Callable[..., ResNet], WeightsEnum]] = {
+BACKBONES: dict[Backbone, tuple[Callable[..., ResNet], WeightsEnum]] = {
     "resnet18": (resnet18, ResNet18_Weights.IMAGENET1K_V1),
     "wide_resnet50_2": (wide_resnet50_2, Wide_ResNet50_2_Weights.IMAGENET1K_V1),
 }
-FEATURE_CHANNELS: dict[str, tuple[int, int, int]] = {"resnet18": (64, 128, 256), "wide_resnet50_2": (256, 512, 1024)}
+FEATURE_CHANNELS: dict[Backbone, tuple[int, int, int]] = {  # layer1..layer3 output channels
+    "resnet18": (64, 128, 256),
+    "wide_resnet50_2": (256, 512, 1024),
+}
 _UNUSED_PREFIXES = ("layer4.", "fc.")  # in a full ResNet state dict, not in the teacher
 
 
