@@ -16,6 +16,7 @@ Layout of a bank directory: ``masks.npy`` (uint8, N x S x S/8, ``np.packbits`` a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -190,14 +191,20 @@ def _bit_shifts(device: torch.device) -> torch.Tensor:
     return torch.arange(7, -1, -1, dtype=torch.uint8, device=device)  # np.packbits: big-endian bit order
 
 
+@functools.cache
+def _unpack_table(device: torch.device) -> torch.Tensor:
+    """uint8 256 x 8: the bits of every byte value, built once per device (a per-batch lookup table)."""
+    return torch.arange(256, device=device).to(torch.uint8)[:, None].bitwise_right_shift(
+        _bit_shifts(device)).bitwise_and_(1)
+
+
 def unpack_masks(packed: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Unpack ``np.packbits`` rows on any device: uint8 ... x S x S/8 -> uint8 {0, 1} ... x S x S.
 
     A lookup of each byte's 8 bits in a 256 x 8 table: one gather instead of a broadcast shift and mask.
     ``out``, if given, is a uint8 tensor of the unpacked shape to write into.
     """
-    table = torch.arange(256, device=packed.device).to(torch.uint8)[:, None].bitwise_right_shift(
-        _bit_shifts(packed.device)).bitwise_and_(1)
+    table = _unpack_table(packed.device)
     shape = (*packed.shape[:-1], packed.shape[-1] * 8)
     rows = out.view(-1, 8) if out is not None else None
     return torch.index_select(table, 0, packed.flatten().int(), out=rows).view(shape)
