@@ -10,9 +10,6 @@ import torch
 
 from pfadseg.fsio import atomic_path
 
-STUDENT_FORMAT = "pfadseg.student/1"
-SEG_FORMAT = "pfadseg.seg/1"
-
 
 class ArtifactError(ValueError):
     """A model file that is missing, unreadable or of the wrong kind."""

@@ -36,18 +36,17 @@ import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.evaluate import ScoreRule, score_rule
+from pfadseg.device import autocast
+from pfadseg.evaluate import ScoreRule
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer, make_composer
-from pfadseg.train.loop import autocast
 
 log = logging.getLogger(__name__)
 
 RULE = ("f1: max-F1 cuts on N clean img_origin normals vs N non-empty-mask img_aug anomalies from the "
-        "composer's own generator; image score = mean top-k of the seg map; pixel F1 over all pixels (2^-16 "
-        "grid); threshold = midpoint of the gap around the best cut, ties to the higher cut")
-TARGETS = ("f1",)
+        "composer's own generator; image score = {score}; pixel F1 over all pixels (2^-16 grid); threshold = "
+        "midpoint of the gap around the best cut, ties to the higher cut")
 PIXEL_BITS = 16  # pixel cuts on a grid of 2^-PIXEL_BITS
 MAX_DRAWS_FACTOR = 20  # give up when the bank yields fewer than 1 non-empty mask in this many draws
 
@@ -135,7 +134,6 @@ def calibrate_threshold(
     score: ScoreRule,
     device: torch.device | str,
     amp: bool,
-    target: str = "f1",
 ) -> dict[str, Any]:
     """Image and pixel thresholds of ``detector`` on synthetic anomalies from ``composer`` (rule: module doc).
 
@@ -145,8 +143,6 @@ def calibrate_threshold(
     ``rule``, the calibration-set ``image_f1`` and ``pixel_f1``, plus ``top_k``, ``image_score``, ``image_size`` and
     ``n_draws`` (composer draws consumed). Touches no dataset: only the composer's images and bank.
     """
-    if target not in TARGETS:
-        raise CalibrationError(f"calibration target {target!r} is not supported; use one of {TARGETS}")
     if n_samples < 1 or batch_size < 1:
         raise CalibrationError(f"n_samples and batch_size must be >= 1, got {n_samples} and {batch_size}")
     size = composer.size
@@ -191,7 +187,7 @@ def calibrate_threshold(
         "pixel_threshold": pixel_threshold,
         "n_normal": n_normal,
         "n_anomalous": n_anomalous,
-        "rule": RULE,
+        "rule": RULE.format(score=score.describe()),
         "image_f1": image_f1,
         "pixel_f1": pixel_f1,
         "top_k": score.top_k,
@@ -210,19 +206,18 @@ def calibrate_run(
     category: str,
     run_seed: int,
     detector: nn.Module,
+    score: ScoreRule,
     train_images_uint8: np.ndarray,
     bank: AnomalyBank,
     device: torch.device,
-    *,
-    n_samples: int,
 ) -> dict[str, Any]:
-    """:func:`calibrate_threshold` for one training run, as the seg stage calls it after training.
+    """:func:`calibrate_threshold` for one trained run, as the calibrate stage calls it.
 
     The composer draws from its own generator ``torch_generator(run_seed, category, "calibrate")``, distinct
-    from the training streams (``"student"``/``"seg"``, ``"batches"``); batch size ``eval.batch_size``, score
-    rule of the architecture (:func:`pfadseg.evaluate.score_rule`), bf16 as ``train.amp``.
+    from the training streams (``"student"``/``"seg"``/``"adps"``, ``"batches"``); ``calibrate.n_samples``
+    of each kind, batch size ``eval.batch_size``, bf16 as ``train.amp``.
     """
     generator = torch_generator(run_seed, category, "calibrate", device=device)
     composer = make_composer(cfg, category, train_images_uint8, bank, device, generator)
-    return calibrate_threshold(detector, composer, n_samples=n_samples, batch_size=cfg.eval.batch_size,
-                               score=score_rule(cfg), device=device, amp=cfg.train.amp)
+    return calibrate_threshold(detector, composer, n_samples=cfg.calibrate.n_samples,
+                               batch_size=cfg.eval.batch_size, score=score, device=device, amp=cfg.train.amp)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ import typer
 
 from pfadseg.config import DEFAULT_PARAMS, Config, ConfigError, load_config
 from pfadseg.paths import Layout
+from pfadseg.pipeline.entry import StageDef
 
 app = typer.Typer(
     help="PFADSeg / DeSTSeg anomaly detection: data, anomaly bank, training, evaluation, reports.",
@@ -65,18 +65,15 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1) from None
 
 
-_FIRST_SEED = object()  # stands for "the first entry of seeds" until the config is loaded
-
-
-def _run_stage(stage: Callable[..., Any], params: Path, overrides: list[str] | None, *args: Any) -> None:
-    """Load the config, run ``stage(cfg, Layout(), *args)``; a run seed of None means the first of ``seeds``."""
+def _run_stage(stage: StageDef, params: Path, overrides: list[str] | None, *args: Any) -> None:
+    """Load the config and run ``stage`` on it (a run seed of None means the first of ``seeds``)."""
     cfg = _config(params, overrides)
-    args = tuple(cfg.seeds[0] if a is _FIRST_SEED else a for a in args)
+    if stage.per_run and args[1] is None:
+        args = (args[0], cfg.seeds[0])
     try:
-        stage(cfg, Layout(), *args)
+        stage.invoke(cfg, Layout(), *args)
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
-
 
 
 @app.command()
@@ -86,9 +83,9 @@ def acquire(
     set_: SetOpt = None,
 ) -> None:
     """DVC stage: get the dataset or the anomaly-source textures as params.yaml says (download or generate)."""
-    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+    from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
 
-    _run_stage(acquire_images if what is Acquirable.images else acquire_textures, params, set_)
+    _run_stage(ACQUIRE_IMAGES if what is Acquirable.images else ACQUIRE_TEXTURES, params, set_)
 
 
 @app.command()
@@ -133,47 +130,58 @@ def synth_data(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
 @app.command()
 def bank(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
     """DVC stage: precompute the synthetic anomaly bank (Perlin masks and textures)."""
-    from pfadseg.pipeline.bank import run_bank
+    from pfadseg.pipeline.bank import BANK
 
-    _run_stage(run_bank, params, set_)
-
-
-@app.command("train-student")
-def train_student(
-    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
-) -> None:
-    """DVC stage: train the denoising student of one category (resumes from its last checkpoint)."""
-    from pfadseg.pipeline.train import run_train_student
-
-    _run_stage(run_train_student, params, set_, category, _FIRST_SEED if seed is None else seed)
+    _run_stage(BANK, params, set_)
 
 
-@app.command("train-seg")
-def train_seg(
-    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
-) -> None:
-    """DVC stage: train the segmentation net of one category on the frozen student."""
-    from pfadseg.pipeline.train import run_train_seg
+def _per_run_command(name: str, module: str, attr: str, doc: str) -> None:
+    def command(category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS,
+                set_: SetOpt = None) -> None:
+        import importlib
 
-    _run_stage(run_train_seg, params, set_, category, _FIRST_SEED if seed is None else seed)
+        _run_stage(getattr(importlib.import_module(module), attr), params, set_, category, seed)
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command()
-def evaluate(
-    category: CategoryArg, seed: SeedOpt = None, params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None
-) -> None:
-    """DVC stage: evaluate one category's trained model on its test set (metrics, scores, maps, curves)."""
-    from pfadseg.pipeline.evaluate import run_evaluate
-
-    _run_stage(run_evaluate, params, set_, category, _FIRST_SEED if seed is None else seed)
+_per_run_command("train-student", "pfadseg.pipeline.destseg", "TRAIN_STUDENT",
+                 "DVC stage: train the denoising student of one category (resumes from its last checkpoint).")
+_per_run_command("train-seg", "pfadseg.pipeline.destseg", "TRAIN_SEG",
+                 "DVC stage: train the segmentation net of one category on the frozen student.")
+_per_run_command("train-adps", "pfadseg.pipeline.adps", "TRAIN_ADPS",
+                 "DVC stage (model.arch: adps): train ADPS's student and post-segmentation module jointly.")
+_per_run_command("calibrate", "pfadseg.pipeline.calibrate", "CALIBRATE",
+                 "DVC stage: fit a trained run's image and pixel thresholds on synthetic anomalies.")
+_per_run_command("evaluate", "pfadseg.pipeline.evaluate", "EVALUATE",
+                 "DVC stage: evaluate one category's trained model on its test set (metrics, scores, maps, curves).")
 
 
 @app.command()
 def report(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
     """DVC stage: render reports/tables.md and reports/figures/ from the runs that exist."""
-    from pfadseg.pipeline.report import run_report
+    from pfadseg.pipeline.report import REPORT
 
-    _run_stage(run_report, params, set_)
+    _run_stage(REPORT, params, set_)
+
+
+@app.command()
+def graph(
+    check: Annotated[bool, typer.Option("--check", help="Only check that dvc.yaml is up to date.")] = False,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Write dvc.yaml from the code and params (deps: import closures; params: what each stage reads)."""
+    from pfadseg.pipeline.graph import graph_problem, write_graph
+
+    cfg = _config(params, set_)
+    if check:
+        if problem := graph_problem(cfg, Path.cwd()):
+            _fail(ValueError(problem))
+        typer.echo("dvc.yaml is up to date")
+        return
+    typer.echo(f"written: {write_graph(cfg, Path.cwd())} (model.arch={cfg.model.arch})")
 
 
 @app.command()

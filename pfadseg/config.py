@@ -473,16 +473,80 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     return tree
 
 
-def select_params(cfg: Config, keys: Sequence[str]) -> dict[str, Any]:
-    """The values of dotted ``keys`` in ``cfg``, e.g. what one DVC stage reads."""
-    tree = cfg.to_dict()
+def select_params(cfg: Config | ParamView, keys: Sequence[str]) -> dict[str, Any]:
+    """The values of dotted ``keys`` in ``cfg`` (plain values: sections as dicts), e.g. what one DVC stage reads."""
     out: dict[str, Any] = {}
     for key in keys:
-        node: Any = tree
+        node: Any = cfg
         for part in key.split("."):
-            node = node[part]
-        out[key] = node
+            node = getattr(node, part)
+        out[key] = _plain(node)
     return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ParamView):
+        value = value.unwrap()
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+class UndeclaredParamError(ConfigError):
+    """A stage read a param that its dvc.yaml entry does not declare."""
+
+
+class ParamView:
+    """A read-only view of a config (section) that lets a stage read only the params it declares.
+
+    Reading an undeclared key raises :class:`UndeclaredParamError` naming the key and the stage, so a stage can
+    never depend on a param that DVC does not track for it. Properties and methods of the sections (e.g.
+    ``ModelConfig.variant``) run against the view, so they too read only declared keys. ``to_dict`` is the
+    whole config, for the provenance stored beside results.
+    """
+
+    __slots__ = ("_allowed", "_key", "_obj", "_root", "_stage")
+
+    def __init__(self, obj: Any, allowed: frozenset[str], stage: str, key: str = "", root: Any = None) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_allowed", allowed)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_root", obj if root is None else root)
+
+    def unwrap(self) -> Any:
+        """The underlying config object (for code that stores it whole)."""
+        return self._obj
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole config as a plain dict (provenance stored beside models and results)."""
+        return dataclasses.asdict(self._root)
+
+    def __getattr__(self, name: str) -> Any:
+        obj = self._obj
+        if name not in {f.name for f in dataclasses.fields(obj)}:
+            attr = getattr(type(obj), name)
+            if isinstance(attr, property):
+                return attr.fget(self)  # type: ignore[misc]
+            return attr.__get__(self) if callable(attr) else attr
+        dotted = f"{self._key}.{name}" if self._key else name
+        value = getattr(obj, name)
+        if any(dotted == a or dotted.startswith(a + ".") for a in self._allowed):
+            return value
+        if dataclasses.is_dataclass(value) and any(a.startswith(dotted + ".") for a in self._allowed):
+            return ParamView(value, self._allowed, self._stage, dotted, self._root)
+        raise UndeclaredParamError(f"stage {self._stage} reads {dotted}, which its params do not declare; add it "
+                                   "to the stage's params (pfadseg/arch or pfadseg/pipeline) and run "
+                                   "`pfadseg graph --write`")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"ParamView({self._stage}: {', '.join(sorted(self._allowed))})"
+
+
+def scoped_config(cfg: Config, params: Sequence[str], stage: str) -> Config:
+    """``cfg`` as a :class:`ParamView` that allows only ``params`` (typed as Config for the code that reads it)."""
+    return ParamView(cfg, frozenset(params), stage)  # type: ignore[return-value]
 
 
 def profile_overrides(path: Path | str) -> list[str]:

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pfadseg.config import Config, EvalConfig
+from pfadseg.config import EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
+from pfadseg.device import autocast
 from pfadseg.metrics import MetricsError, evaluate_maps, image_auroc, image_scores, smoothed_max_scores
-from pfadseg.train.loop import autocast
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ class ScoreRule:
         if self.sigma is None and not 1 <= self.top_k <= size * size:
             return f"top_k must lie in [1, {size * size}] (pixels per map), got {self.top_k}"
         return None
-
-
-def score_rule(cfg: Config) -> ScoreRule:
-    """The image-score rule of the configured architecture."""
-    return ScoreRule(cfg.eval.top_k, cfg.model.adps.score_sigma if cfg.model.arch == "adps" else None)
 
 
 @dataclass(frozen=True)

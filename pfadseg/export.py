@@ -212,7 +212,7 @@ def verify_onnx(
 
 def predictor_metadata(predictor: Predictor) -> dict[str, Any]:
     """Thresholds, teacher identity and provenance of a :class:`pfadseg.predict.Predictor`, for metadata_props."""
-    meta = predictor.meta
+    meta = predictor.run.meta(predictor.run.arch.files[-1].name)
     return {
         "image_threshold": "none" if predictor.image_threshold is None else repr(predictor.image_threshold),
         "pixel_threshold": "none" if predictor.pixel_threshold is None else repr(predictor.pixel_threshold),
@@ -228,8 +228,8 @@ def predictor_metadata(predictor: Predictor) -> dict[str, Any]:
 
 def export_predictor(predictor: Predictor, path: Path | str, *, opset: int = DEFAULT_OPSET) -> Path:
     """:func:`export_onnx` of a loaded :class:`pfadseg.predict.Predictor`, with its thresholds and provenance."""
-    if predictor.config.model.arch != "pfadseg":
-        raise ExportError(f"{predictor.seg_path}: a model.arch={predictor.config.model.arch} run; ONNX export "
+    if not predictor.run.arch.exportable:
+        raise ExportError(f"{predictor.run.folder}: a model.arch={predictor.run.arch.name} run; ONNX export "
                           "serves pfadseg and DeSTSeg models (its graph computes the top-k score), use "
                           "`pfadseg predict` for ADPS")
     return export_onnx(predictor.detector, path, image_size=predictor.image_size, top_k=predictor.top_k,

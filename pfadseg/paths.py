@@ -48,6 +48,9 @@ class Layout:
     def seg(self, category: str, seed: int) -> Path:
         return self.run_dir("models", category, seed) / "seg.pt"
 
+    def calibration(self, category: str, seed: int) -> Path:
+        return self.run_dir("models", category, seed) / "calibration.json"
+
     def checkpoints(self, category: str, seed: int) -> Path:
         return self.run_dir("checkpoints", category, seed)
 

@@ -41,15 +41,12 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from pfadseg.artifacts import SEG_FORMAT, STUDENT_FORMAT, ArtifactError, load_model_file
-from pfadseg.config import Config, ConfigError, config_from_dict, upgrade_stored_config
+from pfadseg.config import Config
 from pfadseg.data.images import ImageReadError, normalize, to_tensor
-from pfadseg.evaluate import ScoreRule, score_rule
+from pfadseg.device import autocast, configure_backends, resolve_device
+from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
-from pfadseg.models.build import build_segnet, build_student
-from pfadseg.models.detector import AnomalyDetector
-from pfadseg.pipeline.train import adps_detector, load_teacher, teacher_record
-from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.runs import TrainedRun
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +69,26 @@ class PredictError(ValueError):
 
 @dataclass(frozen=True)
 class Predictor:
-    """A loaded model ready for :func:`predict`: detector (eval mode), its config and the thresholds in use.
+    """A loaded model ready for :func:`predict`: its trained run, detector (eval mode) and the thresholds in use.
 
     ``threshold_source`` is ``calibration`` or ``argument``; ``image_threshold`` is None only when loaded with
-    ``require_threshold=False`` (e.g. for export) from an uncalibrated model.
+    ``require_threshold=False`` (e.g. for export) from an uncalibrated run.
     """
 
-    detector: nn.Module  # AnomalyDetector, or ADPSDetector for a model.arch=adps run
-    config: Config
+    run: TrainedRun
+    detector: nn.Module
     device: torch.device
-    seg_path: Path
-    student_path: Path
     image_threshold: float | None
     pixel_threshold: float | None
     threshold_source: str | None
-    calibration: dict[str, Any] | None
-    meta: dict[str, Any]
+
+    @property
+    def config(self) -> Config:
+        return self.run.config
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.run.calibration
 
     @property
     def image_size(self) -> int:
@@ -99,48 +100,23 @@ class Predictor:
 
     @property
     def score(self) -> ScoreRule:
-        return score_rule(self.config)
-
-    @property
-    def amp(self) -> bool:
-        return self.config.train.amp
+        return self.run.arch.score_rule(self.config)
 
     def predict(self, inputs: Sequence[Path | str], out_dir: Path | str, *, batch_size: int | None = None,
                 progress: bool = True) -> PredictReport:
-        """:func:`predict` with this model's size, top-k, thresholds, device and AMP setting."""
+        """:func:`predict` with this model's size, score rule, thresholds, device and AMP setting."""
         if self.image_threshold is None or self.pixel_threshold is None:
-            raise PredictError(_NO_THRESHOLD.format(path=self.seg_path))
+            raise PredictError(_NO_THRESHOLD.format(path=self.run.folder))
         return predict(self.detector, [Path(p) for p in inputs], Path(out_dir), image_size=self.image_size,
                        score=self.score, image_threshold=self.image_threshold,
                        pixel_threshold=self.pixel_threshold,
-                       batch_size=batch_size or self.config.eval.batch_size, device=self.device, amp=self.amp,
-                       progress=progress)
+                       batch_size=batch_size or self.config.eval.batch_size, device=self.device,
+                       amp=self.config.train.amp, progress=progress)
 
 
-_NO_THRESHOLD = ("{path}: the model stores no calibrated threshold (meta['calibration']; models trained before "
-                 "calibration existed, or by hand); pass --threshold X, an image score in [0, 1] (the mean of "
-                 "the top-k pixels of the segmentation map) at or above which an image is anomalous")
-
-
-def model_files(model: Path | str) -> tuple[Path, Path]:
-    """(seg.pt, student.pt) of a run folder or of a seg.pt path (student.pt beside it)."""
-    model = Path(model)
-    if model.is_dir():
-        seg, student = model / "seg.pt", model / "student.pt"
-    elif model.is_file():
-        seg, student = model, model.with_name("student.pt")
-    else:
-        raise ArtifactError(f"{model}: no such model; pass a trained run's folder (models/<category>/seed<k>/, "
-                            "with student.pt and seg.pt) or its seg.pt")
-    for path in (seg, student):
-        if not path.is_file():
-            raise ArtifactError(f"{path}: missing; a model needs student.pt and seg.pt side by side "
-                                "(train both stages: dvc repro, or pfadseg train-student/train-seg)")
-    return seg, student
-
-
-def _same_teacher(stored: dict[str, Any], current: dict[str, Any]) -> bool:
-    return all(stored.get(k) == current.get(k) for k in ("sha256", "seed"))
+_NO_THRESHOLD = ("{path}: the run is not calibrated (no calibration.json; run its calibrate stage: dvc repro, or "
+                 "pfadseg calibrate); or pass --threshold X, an image score in [0, 1] at or above which an image "
+                 "is anomalous")
 
 
 def load_predictor(
@@ -152,37 +128,18 @@ def load_predictor(
     teacher_weights: str | None = None,
     require_threshold: bool = True,
 ) -> Predictor:
-    """Rebuild teacher, student and segmentation net of a trained run from its model files alone.
+    """A trained run (its folder, or a model file in it) rebuilt from its files alone, with its thresholds.
 
-    The config is the run's stored ``meta["config"]``; ``teacher_weights`` replaces its
-    ``model.teacher_weights`` (e.g. another path to the same file on this machine; its sha256 must match).
-    Thresholds: ``threshold`` (image) and ``pixel_threshold`` when given, else the calibrated ones of
-    ``meta["calibration"]``; without calibration the pixel threshold defaults to the image threshold (both are
-    probabilities of the same map). No calibration and no ``threshold`` -> :class:`PredictError` (unless
-    ``require_threshold`` is False).
+    The config is the run's stored one; ``teacher_weights`` replaces its ``model.teacher_weights`` (e.g. another
+    path to the same file on this machine; its sha256 must match). Thresholds: ``threshold`` (image) and
+    ``pixel_threshold`` when given, else the calibrated ones; without calibration the pixel threshold defaults
+    to the image threshold (both are probabilities of the same map). No calibration and no ``threshold`` ->
+    :class:`PredictError` (unless ``require_threshold`` is False).
     """
-    seg_path, student_path = model_files(model)
-    seg_file = load_model_file(seg_path, SEG_FORMAT)
-    student_file = load_model_file(student_path, STUDENT_FORMAT)
-    meta = seg_file["meta"]
-    if "config" not in meta:
-        raise PredictError(f"{seg_path}: stores no config (meta['config']); retrain it with this version")
-    overrides = [f"model.teacher_weights={teacher_weights}"] if teacher_weights else []
-    try:
-        cfg = config_from_dict(upgrade_stored_config(meta["config"]), overrides)
-    except ConfigError as exc:
-        raise PredictError(f"{seg_path}: its stored config does not validate with this pfadseg version ({exc}); "
-                           "retrain the model or use the version that trained it") from None
-    current = teacher_record(cfg)
-    for path, file in ((seg_path, seg_file), (student_path, student_file)):
-        stored = file["meta"].get("teacher", {})
-        if not _same_teacher(stored, current):
-            raise PredictError(f"{path}: trained with teacher {stored}, but the teacher found now is {current}; "
-                               "pass the original teacher weights (teacher_weights / --teacher)")
-
-    calibration = meta.get("calibration")
+    run = TrainedRun.open(model, teacher_weights=teacher_weights)
+    calibration = run.calibration
     if threshold is None and calibration is None and require_threshold:
-        raise PredictError(_NO_THRESHOLD.format(path=seg_path))
+        raise PredictError(_NO_THRESHOLD.format(path=run.folder))
     for name, value in (("threshold", threshold), ("pixel threshold", pixel_threshold)):
         if value is not None and not np.isfinite(value):
             raise PredictError(f"{name} must be a finite number, got {value}")
@@ -194,27 +151,10 @@ def load_predictor(
         image_threshold, source = None, None
     if pixel_threshold is None:
         pixel_threshold = float(calibration["pixel_threshold"]) if calibration is not None else image_threshold
-
     dev = resolve_device(device)
     configure_backends(dev)
-    teacher = load_teacher(cfg, dev)
-    try:
-        if cfg.model.arch == "adps":
-            detector: nn.Module = adps_detector(cfg, teacher, student_file["state_dict"], dev)
-        else:
-            student = build_student(cfg.model)
-            segnet = build_segnet(cfg.model)
-            student.load_state_dict(student_file["state_dict"])
-            segnet.load_state_dict(seg_file["state_dict"])
-            detector = AnomalyDetector(teacher, prepare_module(student, dev, cfg.train),
-                                       prepare_module(segnet, dev, cfg.train)).eval()
-    except RuntimeError as exc:
-        raise PredictError(f"{student_path}, {seg_path}: the weights do not fit the architecture of the stored "
-                           f"config ({str(exc).splitlines()[0]}); student.pt and seg.pt are from different runs?") \
-            from None
-    return Predictor(detector=detector, config=cfg, device=dev, seg_path=seg_path, student_path=student_path,
-                     image_threshold=image_threshold, pixel_threshold=pixel_threshold, threshold_source=source,
-                     calibration=calibration, meta=meta)
+    return Predictor(run=run, detector=run.detector(dev), device=dev, image_threshold=image_threshold,
+                     pixel_threshold=pixel_threshold, threshold_source=source)
 
 
 # ---------------------------------------------------------------------------------------------- inputs

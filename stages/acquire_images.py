@@ -1,8 +1,6 @@
-"""DVC stage `acquire_images`: see pfadseg.pipeline.acquire.acquire_images."""
+"""DVC stage `acquire_images`: see pfadseg.pipeline.acquire.ACQUIRE_IMAGES."""
 
-import sys
+from pfadseg.pipeline.acquire import ACQUIRE_IMAGES
+from pfadseg.pipeline.entry import run_stage
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.acquire import acquire_images
-
-run_stage(acquire_images, *sys.argv[1:])
+run_stage(ACQUIRE_IMAGES)

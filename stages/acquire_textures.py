@@ -1,8 +1,6 @@
-"""DVC stage `acquire_textures`: see pfadseg.pipeline.acquire.acquire_textures."""
+"""DVC stage `acquire_textures`: see pfadseg.pipeline.acquire.ACQUIRE_TEXTURES."""
 
-import sys
+from pfadseg.pipeline.acquire import ACQUIRE_TEXTURES
+from pfadseg.pipeline.entry import run_stage
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.acquire import acquire_textures
-
-run_stage(acquire_textures, *sys.argv[1:])
+run_stage(ACQUIRE_TEXTURES)

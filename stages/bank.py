@@ -1,8 +1,6 @@
-"""DVC stage `bank`: see pfadseg.pipeline.bank.run_bank."""
+"""DVC stage `bank`: see pfadseg.pipeline.bank.BANK."""
 
-import sys
+from pfadseg.pipeline.bank import BANK
+from pfadseg.pipeline.entry import run_stage
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.bank import run_bank
-
-run_stage(run_bank, *sys.argv[1:])
+run_stage(BANK)

@@ -1,8 +1,6 @@
-"""DVC stage `evaluate@<category>-<seed>`: see pfadseg.pipeline.evaluate.run_evaluate."""
+"""DVC stage `evaluate`: see pfadseg.pipeline.evaluate.EVALUATE."""
 
-import sys
+from pfadseg.pipeline.entry import run_stage
+from pfadseg.pipeline.evaluate import EVALUATE
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.evaluate import run_evaluate
-
-run_stage(run_evaluate, sys.argv[1], int(sys.argv[2]))
+run_stage(EVALUATE)

@@ -1,6 +1,6 @@
-"""DVC stage `report`: see pfadseg.pipeline.report.run_report."""
+"""DVC stage `report`: see pfadseg.pipeline.report.REPORT."""
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.report import run_report
+from pfadseg.pipeline.entry import run_stage
+from pfadseg.pipeline.report import REPORT
 
-run_stage(run_report)
+run_stage(REPORT)

@@ -1,8 +1,6 @@
-"""DVC stage `train_seg@<category>-<seed>`: see pfadseg.pipeline.train.run_train_seg."""
+"""DVC stage `train_seg`: see pfadseg.pipeline.destseg.TRAIN_SEG."""
 
-import sys
+from pfadseg.pipeline.destseg import TRAIN_SEG
+from pfadseg.pipeline.entry import run_stage
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.train import run_train_seg
-
-run_stage(run_train_seg, sys.argv[1], int(sys.argv[2]))
+run_stage(TRAIN_SEG)

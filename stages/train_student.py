@@ -1,8 +1,6 @@
-"""DVC stage `train_student@<category>-<seed>`: see pfadseg.pipeline.train.run_train_student."""
+"""DVC stage `train_student`: see pfadseg.pipeline.destseg.TRAIN_STUDENT."""
 
-import sys
+from pfadseg.pipeline.destseg import TRAIN_STUDENT
+from pfadseg.pipeline.entry import run_stage
 
-from pfadseg.pipeline import run_stage
-from pfadseg.pipeline.train import run_train_student
-
-run_stage(run_train_student, sys.argv[1], int(sys.argv[2]))
+run_stage(TRAIN_STUDENT)

@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfadseg.config import Config
+from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.anomaly_map import seg_input
 from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
 from pfadseg.seeding import torch_generator
-from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
 
 VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
 

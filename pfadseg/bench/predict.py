@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from pfadseg.config import Config
+from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.build import build_segnet, build_student, build_teacher
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.seeding import torch_generator
-from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
 
 VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
 

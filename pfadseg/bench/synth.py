@@ -26,10 +26,10 @@ from PIL import Image
 from pfadseg.config import Config
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import image_files
+from pfadseg.device import resolve_device
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank, list_textures
 from pfadseg.synth.composer import AugmentGroup, BatchComposer, compose_sample_reference
-from pfadseg.train.loop import resolve_device
 
 _ROUNDS = 4
 _MAX_FILES = 32  # of real training images / textures decoded by the reference

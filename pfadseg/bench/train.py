@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfadseg.arch.base import load_teacher
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
+from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.build import build_segnet, build_student
-from pfadseg.pipeline.train import load_teacher
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
 from pfadseg.synth.composer import make_composer
-from pfadseg.train.loop import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.train.seg import seg_optimizer, seg_step_fn
 from pfadseg.train.student import student_optimizer, student_step_fn
 

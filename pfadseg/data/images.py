@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from pfadseg.data.layout import CategoryFiles
+from pfadseg.data.layout import CategoryFiles, scan_category
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ class TestSet:
     folder_labels: np.ndarray  # bool N
     paths: list[Path]
     defects: list[str]
+
+
+def load_train_set(root: Path, category: str, size: int, *, masks_required: bool) -> np.ndarray:
+    """The normal training images of ``root/<category>``, decoded and resized once: uint8 N x size x size x 3."""
+    return load_images(scan_category(root, category, masks_required=masks_required).train, size)
 
 
 def load_test_set(files: CategoryFiles, size: int) -> TestSet:

@@ -6,9 +6,10 @@ import json
 import logging
 from collections.abc import Sequence
 
-from pfadseg.config import Config
+from pfadseg.config import Config, load_config
 from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
+from pfadseg.pipeline.graph import write_graph
 from pfadseg.pipeline.report import collect_runs, provenance
 from pfadseg.pipeline.workspace import run_dvc
 from pfadseg.report.ablation import (
@@ -32,8 +33,10 @@ def run_ablation_experiments(layout: Layout, extra_overrides: Sequence[str] = ()
     runs = [(v.name, v.overrides) for v in variants()]
     if adps:
         runs.insert(len(runs) - 1, (ADPS_EXPERIMENT, list(ADPS_OVERRIDES)))
+    params = layout.root / "params.yaml"
     for name, overrides in runs:
         args = [a for o in (*overrides, *extra_overrides) for a in ("-S", o)]
+        write_graph(load_config(params, (*overrides, *extra_overrides)), layout.root)  # the row's architecture
         log.info("ablation: running %s", name)
         run_dvc(layout.root, "exp", "run", "-n", name, *args, capture=False)
 

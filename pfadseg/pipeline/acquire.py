@@ -26,6 +26,7 @@ from pfadseg.data.layout import (
 from pfadseg.data.procedural import make_procedural_textures, make_synthetic_mvtec
 from pfadseg.fsio import atomic_dir, write_json
 from pfadseg.paths import Layout
+from pfadseg.pipeline.entry import ITEM, StageDef
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +140,15 @@ def acquire_textures(
     log.info("%s: %d texture classes, %d images (%s)", root, counts["classes"], counts["images"],
              data.textures)
     return root
+
+
+ACQUIRE_IMAGES = StageDef(
+    "acquire_images", acquire_images,
+    params=lambda arch: ("data.source", "data.root", "data.categories", "data.mvtec", "data.ksdd2", "data.synthetic"),
+    outs=lambda arch: (str(ITEM.images),), metrics=(str(ITEM.images_manifest),),
+)
+ACQUIRE_TEXTURES = StageDef(
+    "acquire_textures", acquire_textures,
+    params=lambda arch: ("data.textures", "data.dtd", "data.procedural_textures"),
+    outs=lambda arch: (str(ITEM.textures),), metrics=(str(ITEM.textures_manifest),),
+)

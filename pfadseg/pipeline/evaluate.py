@@ -9,38 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from pfadseg.artifacts import SEG_FORMAT, load_model_file
+from pfadseg.arch.base import teacher_record
+from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import scan_category
-from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_rule, score_table
+from pfadseg.device import configure_backends, resolve_device
+from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_table
 from pfadseg.fsio import atomic_path, write_json
-from pfadseg.models.detector import AnomalyDetector
 from pfadseg.paths import Layout
-from pfadseg.pipeline.train import check_run, load_adps, load_segnet, load_student, load_teacher, teacher_record
-from pfadseg.train.loop import configure_backends, resolve_device
+from pfadseg.pipeline.entry import CATEGORY, ITEM, SEED, StageDef
+from pfadseg.pipeline.training import run_file
+from pfadseg.runs import TrainedRun
 
 log = logging.getLogger(__name__)
 
-EVAL_PARAMS: tuple[str, ...] = ("seed", "data.source", "data.image_size", "model", "train.device", "train.amp",
-                                "train.channels_last", "eval")
-
-
-def load_detector(
-    cfg: Config, layout: Layout, category: str, seed: int, device: torch.device
-) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
-    """The eval-mode detector of one run (teacher, student and seg net, or the ADPS model) and its metadata."""
-    if cfg.model.arch == "adps":
-        detector, student_meta = load_adps(cfg, layout, category, seed, device)
-        seg_meta = load_model_file(layout.seg(category, seed), SEG_FORMAT)["meta"]
-        return detector, {"student": student_meta, "seg": seg_meta}
-    student, student_meta = load_student(cfg, layout, category, seed, device)
-    segnet, seg_meta = load_segnet(cfg, layout, category, seed, device)
-    detector = AnomalyDetector(load_teacher(cfg, device), student, segnet).eval()
-    return detector, {"student": student_meta, "seg": seg_meta}
+def evaluate_params(arch: str) -> tuple[str, ...]:
+    """What evaluation reads: the model, its score rule, the test set's settings and the metric options."""
+    spec = architecture(arch)
+    return (*spec.model_params, *spec.score_params, "data.source", "eval")
 
 
 def _write_curves(directory: Path, results: dict[str, dict[str, Any]]) -> None:
@@ -55,16 +43,17 @@ def _write_curves(directory: Path, results: dict[str, dict[str, Any]]) -> None:
 
 def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     """Evaluate one trained run of ``category`` on its test set; write metrics, scores, maps and curves."""
-    check_run(cfg, category, seed)
     device = resolve_device(cfg.train.device)
     configure_backends(device)
     began = time.perf_counter()
     files = scan_category(layout.images, category, masks_required=cfg.data.source != "folder")
     pixel_level = all(item.mask is not None for item in files.test if item.label)
     test_set = load_test_set(files, cfg.data.image_size)
-    detector, meta = load_detector(cfg, layout, category, seed, device)
-    maps = infer_maps(detector, test_set.images, batch_size=cfg.eval.batch_size, device=device, amp=cfg.train.amp)
-    results = evaluate_branches(maps, test_set, cfg.eval, score_rule(cfg), pixel_level=pixel_level)
+    run = TrainedRun.open(layout.run_dir("models", category, seed), expect=cfg)
+    rule = run.arch.score_rule(cfg)
+    maps = infer_maps(run.detector(device), test_set.images, batch_size=cfg.eval.batch_size, device=device,
+                      amp=cfg.train.amp)
+    results = evaluate_branches(maps, test_set, cfg.eval, rule, pixel_level=pixel_level)
     wall = time.perf_counter() - began
 
     summary: dict[str, Any] = {
@@ -76,14 +65,13 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
         "pixel_level": pixel_level,
         "teacher": teacher_record(cfg),
         "device": str(device),
-        "wall_time_s": {"student": round(meta["student"]["wall_time_s"], 3),
-                        "seg": round(meta["seg"]["wall_time_s"], 3), "evaluate": round(wall, 3)},
+        "wall_time_s": {"training": round(run.wall_time_s, 3), "evaluate": round(wall, 3)},
     }
     for branch in BRANCHES:
         summary[branch] = {k: v for k, v in results[branch].items() if k != "curves"}
     write_json(layout.metrics(category, seed), summary)
 
-    rows = score_table(maps, test_set, score_rule(cfg))
+    rows = score_table(maps, test_set, rule)
     with atomic_path(layout.scores(category, seed)) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -96,3 +84,12 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     seg = results["seg"]
     log.info("evaluate %s seed %d: seg image AUROC %.4f, pixel AP %s, IAP %s (%.1f s)", category, seed,
              seg["image_auroc"], seg.get("pixel_ap", PIXEL_SKIPPED), seg.get("iap", PIXEL_SKIPPED), wall)
+
+
+EVALUATE = StageDef(
+    "evaluate", run_evaluate, params=evaluate_params, per_run=True,
+    deps=lambda arch: (str(ITEM.images / CATEGORY), *map(run_file, architecture(arch).files)),
+    outs=lambda arch: (str(ITEM.maps(CATEGORY, SEED)),),  # type: ignore[arg-type]
+    metrics=(str(ITEM.metrics(CATEGORY, SEED)),),  # type: ignore[arg-type]
+    plots=lambda arch: (str(ITEM.scores(CATEGORY, SEED)), str(ITEM.plots(CATEGORY, SEED))),  # type: ignore[arg-type]
+)

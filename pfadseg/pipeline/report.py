@@ -7,36 +7,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.fsio import atomic_path, read_json
 from pfadseg.paths import Layout
+from pfadseg.pipeline.entry import ITEM, StageDef
 from pfadseg.report.figures import render_figures
 from pfadseg.report.tables import Provenance, render_tables
 
 log = logging.getLogger(__name__)
 
-REPORT_PARAMS: tuple[str, ...] = (
-    "seed", "data.categories", "data.image_size", "data.source", "data.textures", "seeds", "model.arch",
-    "model.use_aff", "model.use_pcar", "model.use_rcm", "model.teacher_weights", "model.adps.k",
-    "train.student.iterations", "train.student.batch_size", "train.seg.iterations", "train.seg.batch_size",
-    "train.adps.epochs", "train.adps.batch_size", "train.adps.synthesis", "report",
-)
-
-
-def _model_line(cfg: Config) -> str:
-    if cfg.model.arch == "adps":
-        return f"ADPS (k={cfg.model.adps.k}, split at {cfg.model.adps.split_at}; open details: docs/deviations.md)"
-    return (f"{cfg.model.variant} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
-            f"use_rcm={cfg.model.use_rcm})")
-
-
-def _schedule_line(cfg: Config) -> str:
-    if cfg.model.arch == "adps":
-        adps = cfg.train.adps
-        return (f"ADPS joint training {adps.epochs} epochs x batch {adps.batch_size} (Adam {adps.lr:g}), "
-                f"{adps.synthesis} anomalies, {cfg.data.image_size} px")
-    return (f"student {cfg.train.student.iterations} it x {cfg.train.student.batch_size}, "
-            f"seg {cfg.train.seg.iterations} it x {cfg.train.seg.batch_size}, {cfg.data.image_size} px")
+def report_params(arch: str) -> tuple[str, ...]:
+    """What the report reads: the runs' categories and seeds, the data and its architecture's lines."""
+    return ("seed", "seeds", "data.categories", "data.image_size", "data.source", "data.textures", "model.arch",
+            "model.teacher_weights", *architecture(arch).report_params, "report")
 
 
 def collect_runs(cfg: Config, layout: Layout) -> dict[str, list[dict[str, Any]]]:
@@ -72,7 +56,7 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
     teachers = {str(r.get("teacher")) for r in all_runs}
     teacher = all_runs[0]["teacher"] if all_runs else {"weights": cfg.model.teacher_weights}
     devices = sorted({r.get("device", "?") for r in all_runs})
-    wall = {stage: sum(r["wall_time_s"][stage] for r in all_runs) for stage in ("student", "seg", "evaluate")} \
+    wall = {stage: sum(r["wall_time_s"][stage] for r in all_runs) for stage in ("training", "evaluate")} \
         if all_runs else {}
     source = images.get("source", cfg.data.source)
     warnings = []
@@ -96,10 +80,10 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
         "Data": f"{source} ({images.get('sha256') or 'seed ' + str(images.get('seed', cfg.seed))})",
         "Anomaly sources": f"{textures.get('source', cfg.data.textures)} "
                            f"({textures.get('sha256') or 'seed ' + str(textures.get('seed', cfg.seed))})",
-        "Model": _model_line(cfg),
+        "Model": architecture(cfg.model.arch).describe_model(cfg),
         "Teacher": ", ".join(f"{k}={v}" for k, v in teacher.items()),
         "Seeds": f"training {cfg.seeds}, base {cfg.seed}",
-        "Schedule": _schedule_line(cfg),
+        "Schedule": architecture(cfg.model.arch).describe_schedule(cfg),
         "Device": ", ".join(devices) or "n/a",
         "Revision": git_revision(layout.root),
         "Wall time (all runs)": ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()) or "n/a",
@@ -116,3 +100,12 @@ def run_report(cfg: Config, layout: Layout) -> None:
         tmp.write_text(render_tables(runs, prov))
     render_figures(cfg, layout, runs)
     log.info("report: %d categories with results -> %s", len(runs), layout.reports / "tables.md")
+
+
+REPORT = StageDef(
+    "report", run_report, params=report_params,
+    deps=lambda arch: (str(ITEM.images_manifest), str(ITEM.textures_manifest), "metrics", "maps", "plots",
+                       "dvclive"),
+    outs=lambda arch: (str(ITEM.reports / "tables.md"), str(ITEM.reports / "figures")),
+    extra_code=("pfadseg/report/paper_results.yaml",),
+)

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_image
 from pfadseg.fsio import atomic_path
@@ -92,9 +93,10 @@ def curve_figure(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any
 
 
 def training_curves(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Student and segmentation losses per category from the dvclive logs (first seed)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
-    for ax, stage in zip(axes[0], ("student", "seg"), strict=True):
+    """The training stages' losses per category from the dvclive logs (first seed)."""
+    stages = architecture(cfg.model.arch).curves
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
         for category in runs:
             file = layout.live(category, cfg.seeds[0], stage) / "plots" / "metrics" / stage / "loss.tsv"
             if file.is_file():

@@ -9,10 +9,17 @@ from typing import Any
 
 import torch
 
-from pfadseg.config import ADPSTrainConfig
+from pfadseg.arch.adps import ADPS, ADPS_FILE
+from pfadseg.config import ADPSTrainConfig, Config
+from pfadseg.device import maybe_compile, prepare_module
 from pfadseg.models.adps import ADPSNet
-from pfadseg.synth.composer import Batch, BatchComposer
+from pfadseg.models.build import build_adps
+from pfadseg.paths import Layout
+from pfadseg.synth.composer import Batch, BatchComposer, make_composer
+from pfadseg.synth.draem import make_draem_composer
+from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, signed_distillation_loss
+from pfadseg.train.session import TrainingSession, seeded
 
 
 def adps_optimizer(net: ADPSNet, cfg: ADPSTrainConfig) -> torch.optim.Optimizer:
@@ -45,24 +52,35 @@ def adps_step_fn(
     """One step: teacher and patch student both see the synthetic image; signed distillation + focal on M."""
     net.train()  # student and PSM; the teacher stays in eval mode whatever it is told
 
-    batch: Batch | None = None  # the last batch: the next one is written into its tensors
-
-    def step(index: int) -> dict[str, torch.Tensor]:
+    def schedule(index: int) -> None:
         lr = adps_lr(index, cfg, iterations_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        nonlocal batch
-        batch = composer.sample(cfg.batch_size, reuse=batch)
+
+    def losses(batch: Batch) -> dict[str, torch.Tensor]:
         with amp():
             out = net(batch["img_aug"])
         mask = batch["mask"]
         distill = signed_distillation_loss(out.student_feats, out.teacher_feats, mask,
                                            target_resize=net.cfg.target_resize, clamp=net.cfg.clamp_anomalous_cos)
         focal = focal_loss(out.probs[:, 1:2], (mask >= 0.5).float(), cfg.focal_gamma)
-        loss = distill + cfg.seg_weight * focal
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "distill": distill.detach(), "focal": focal.detach()}
+        return {"loss": distill + cfg.seg_weight * focal, "distill": distill, "focal": focal}
 
-    return step
+    return make_step(optimizer, composer, cfg.batch_size, losses, before=schedule)
+
+
+def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
+    """ADPS joint training (adps-method.md 4-5) of one run; writes adps.pt (student and PSM, not the teacher)."""
+    session = TrainingSession("adps", cfg, layout, category, seed, ADPS.stage_params["train_adps"], progress)
+    with seeded(session.init_seed()):
+        net = prepare_module(build_adps(cfg.model, session.teacher), session.device, cfg.train)
+    generator = session.generator()
+    make = make_draem_composer if cfg.train.adps.synthesis == "draem" else make_composer
+    composer = make(cfg, category, session.images, session.bank, session.device, generator)
+    iterations, per_epoch = adps_iterations(len(session.images), cfg.train.adps)
+    optimizer = adps_optimizer(net, cfg.train.adps)
+    step = adps_step_fn(maybe_compile(net, cfg.train), optimizer, composer, cfg.train.adps, per_epoch, session.amp())
+    trainable = {k: v for k, v in net.state_dict().items() if not k.startswith("teacher.")}
+    session.run(modules={"student": net.student, "psm": net.psm}, optimizer=optimizer, generator=generator,
+                iterations=iterations, step=step, file=ADPS_FILE, state_dict=trainable,
+                meta=lambda: {"iterations_per_epoch": per_epoch})

@@ -1,4 +1,4 @@
-"""The shared training loop: devices, AMP, resumable checkpoints, NaN guard, progress bar and dvclive curves."""
+"""The shared training loop and step skeleton: resumable checkpoints, NaN guard, progress bar and dvclive curves."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 from dvclive import Live
 from tqdm.auto import tqdm
 
-from pfadseg.config import TrainConfig
 from pfadseg.fsio import atomic_path
+from pfadseg.synth.composer import Batch, BatchComposer
 
 log = logging.getLogger(__name__)
 
@@ -29,41 +29,37 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error naming train.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
-
-
-def configure_backends(device: torch.device) -> None:
-    """TF32 matmuls and cuDNN autotuning on CUDA; nothing on CPU."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when ``enabled``; fp32 everywhere else."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_module(module: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
-    """Move to ``device``; channels_last on CUDA when configured."""
-    module = module.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    return module
-
-
 def fingerprint(data: Mapping[str, Any]) -> str:
     """Stable hash of what a run depends on; a checkpoint resumes only a run with the same fingerprint."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_step(
+    optimizer: torch.optim.Optimizer,
+    composer: BatchComposer,
+    batch_size: int,
+    losses: Callable[[Batch], dict[str, torch.Tensor]],
+    before: Callable[[int], None] | None = None,
+) -> Callable[[int], dict[str, torch.Tensor]]:
+    """The one step skeleton of every trainer: draw a batch (into the last batch's tensors), compute
+    ``losses(batch)`` (``"loss"`` is minimised), take an optimiser step, return the detached losses.
+
+    ``before(step)`` runs first (e.g. a learning-rate schedule).
+    """
+    batch: Batch | None = None  # the last batch: the next one is written into its tensors
+
+    def step(index: int) -> dict[str, torch.Tensor]:
+        nonlocal batch
+        if before is not None:
+            before(index)
+        batch = composer.sample(batch_size, reuse=batch)
+        values = losses(batch)
+        optimizer.zero_grad(set_to_none=True)
+        values["loss"].backward()
+        optimizer.step()
+        return {k: v.detach() for k, v in values.items()}
+
+    return step
 
 
 @dataclass

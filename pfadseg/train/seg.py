@@ -12,6 +12,7 @@ from torch import nn
 from pfadseg.config import SegTrainConfig
 from pfadseg.models.anomaly_map import seg_input
 from pfadseg.synth.composer import Batch, BatchComposer
+from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 
 
@@ -41,11 +42,7 @@ def seg_step_fn(
     student.eval()
     segnet.train()
 
-    batch: Batch | None = None  # the last batch: the next one is written into its tensors
-
-    def step(_: int) -> dict[str, torch.Tensor]:
-        nonlocal batch
-        batch = composer.sample(cfg.batch_size, reuse=batch)
+    def losses(batch: Batch) -> dict[str, torch.Tensor]:
         with amp():
             with torch.no_grad():
                 features = seg_input(student(batch["img_aug"]), teacher(batch["img_aug"]))
@@ -53,10 +50,6 @@ def seg_step_fn(
         target = seg_target(batch["mask"], probs.shape[-2:])
         focal = focal_loss(probs, target, cfg.focal_gamma)
         l1 = l1_loss(probs, target)
-        loss = cfg.focal_weight * focal + cfg.l1_weight * l1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach(), "focal": focal.detach(), "l1": l1.detach()}
+        return {"loss": cfg.focal_weight * focal + cfg.l1_weight * l1, "focal": focal, "l1": l1}
 
-    return step
+    return make_step(optimizer, composer, cfg.batch_size, losses)

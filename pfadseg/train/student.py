@@ -11,6 +11,7 @@ from torch import nn
 
 from pfadseg.config import StudentTrainConfig
 from pfadseg.synth.composer import Batch, BatchComposer
+from pfadseg.train.loop import make_step
 from pfadseg.train.losses import cosine_distillation_loss
 
 
@@ -30,18 +31,10 @@ def student_step_fn(
     """One step: teacher sees the clean image, student the synthetic anomaly; cosine loss on 3 levels."""
     student.train()
 
-    batch: Batch | None = None  # the last batch: the next one is written into its tensors
-
-    def step(_: int) -> dict[str, torch.Tensor]:
-        nonlocal batch
-        batch = composer.sample(cfg.batch_size, reuse=batch)
+    def losses(batch: Batch) -> dict[str, torch.Tensor]:
         with amp():
             with torch.no_grad():
                 target = teacher(batch["img_origin"])
-            loss = cosine_distillation_loss(student(batch["img_aug"]), target, cfg.loss_reduction)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
+            return {"loss": cosine_distillation_loss(student(batch["img_aug"]), target, cfg.loss_reduction)}
 
-    return step
+    return make_step(optimizer, composer, cfg.batch_size, losses)

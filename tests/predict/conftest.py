@@ -10,15 +10,13 @@ from typing import Any
 
 import pytest
 
-from pfadseg.artifacts import SEG_FORMAT, load_model_file, save_model_file
-from pfadseg.calibrate import calibrate_run
 from pfadseg.config import Config, config_from_dict, read_params
+from pfadseg.fsio import read_json
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 from pfadseg.pipeline.bank import run_bank
-from pfadseg.pipeline.train import run_train_seg, run_train_student, train_images
-from pfadseg.predict import load_predictor
-from pfadseg.synth.bank import AnomalyBank
+from pfadseg.pipeline.calibrate import CALIBRATE
+from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from tests.conftest import REPO, TINY
 
 CATEGORY = "bottle"
@@ -26,7 +24,7 @@ BASELINE = ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false"
 CALIBRATION_SAMPLES = 4
 # Training quality does not matter here, only that real stage outputs exist: one step of batch 2 per stage.
 ONE_STEP = ("train.student.iterations=1", "train.student.batch_size=2", "train.seg.iterations=1",
-            "train.seg.batch_size=2", "train.checkpoint_every=100")
+            "train.seg.batch_size=2", "train.checkpoint_every=100", f"calibrate.n_samples={CALIBRATION_SAMPLES}")
 
 
 @dataclass(frozen=True)
@@ -36,8 +34,8 @@ class TrainedRun:
     root: Path
     cfg: Config
     layout: Layout
-    model_dir: Path  # models/bottle/seed0 with the calibration the seg stage stored removed
-    calibrated_dir: Path  # the same files, seg.pt with meta["calibration"]
+    model_dir: Path  # models/bottle/seed0 without calibration.json
+    calibrated_dir: Path  # the same model files with the calibrate stage's calibration.json
     calibration: dict[str, Any]
 
     @property
@@ -63,20 +61,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         acquire_images(cfg, layout, progress=False)
         acquire_textures(cfg, layout, progress=False)
         run_bank(cfg, layout, progress=False)
-        run_train_student(cfg, layout, CATEGORY, 0, progress=False)
-        run_train_seg(cfg, layout, CATEGORY, 0, progress=False)
-        model_dir = layout.seg(CATEGORY, 0).parent
-        trained = load_model_file(model_dir / "seg.pt", SEG_FORMAT)  # the seg stage calibrates: undo it here
-        save_model_file(model_dir / "seg.pt", SEG_FORMAT, trained["state_dict"],
-                        {k: v for k, v in trained["meta"].items() if k != "calibration"})
-        predictor = load_predictor(model_dir, device="cpu", require_threshold=False)
-        calibration = calibrate_run(cfg, CATEGORY, 0, predictor.detector, train_images(cfg, layout, CATEGORY),
-                                    AnomalyBank.load(layout.bank, cfg), predictor.device,
-                                    n_samples=CALIBRATION_SAMPLES)
+        TRAIN_STUDENT.invoke(cfg, layout, CATEGORY, 0, progress=False)
+        TRAIN_SEG.invoke(cfg, layout, CATEGORY, 0, progress=False)
+        CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
+    model_dir = layout.seg(CATEGORY, 0).parent
     calibrated_dir = root / "calibrated" / CATEGORY / "seed0"
     calibrated_dir.mkdir(parents=True)
-    shutil.copy2(model_dir / "student.pt", calibrated_dir / "student.pt")
-    seg = load_model_file(model_dir / "seg.pt", SEG_FORMAT)
-    save_model_file(calibrated_dir / "seg.pt", SEG_FORMAT, seg["state_dict"], {**seg["meta"],
-                                                                              "calibration": calibration})
+    for name in ("student.pt", "seg.pt"):
+        shutil.copy2(model_dir / name, calibrated_dir / name)
+    shutil.move(layout.calibration(CATEGORY, 0), calibrated_dir / "calibration.json")  # model_dir: uncalibrated
+    calibration = read_json(calibrated_dir / "calibration.json")["calibration"]
     return TrainedRun(root, cfg, layout, model_dir, calibrated_dir, calibration)

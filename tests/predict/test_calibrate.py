@@ -21,10 +21,9 @@ from pfadseg.calibrate import (
     pixel_threshold_f1,
 )
 from pfadseg.config import Config
-from pfadseg.data.images import normalize
+from pfadseg.data.images import load_train_set, normalize
 from pfadseg.evaluate import ScoreRule
 from pfadseg.metrics import image_scores
-from pfadseg.pipeline.train import train_images
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer
 from tests.predict.conftest import CALIBRATION_SAMPLES, CATEGORY, TrainedRun
@@ -107,7 +106,7 @@ def test_a_perfect_detector_separates_perfectly(tiny_config: Callable[..., Confi
     assert result["image_f1"] == 1.0 and result["pixel_f1"] == 1.0
     assert result["n_normal"] == result["n_anomalous"] == n
     assert result["n_draws"] > n, "a quarter of the masks are empty: more draws than anomalies are needed"
-    assert result["rule"] == RULE
+    assert result["rule"] == RULE.format(score=ScoreRule(TOP_K).describe())
     normal, anomalous, masks = _replay(_composer(cfg, 11), PerfectDetector(), n, batch)
     assert (normal == 0).all() and np.array_equal(anomalous, masks.astype(np.float32))
     # image: normal scores are 0, anomalous ones min(area, k) / k > 0; the threshold is the middle of the gap
@@ -159,9 +158,6 @@ def test_threshold_helpers_on_hand_made_cases() -> None:
 
 def test_errors(tiny_config: Callable[..., Config]) -> None:
     cfg = tiny_config()
-    with pytest.raises(CalibrationError, match="target"):
-        calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4,
-                            score=ScoreRule(TOP_K), device="cpu", amp=False, target="auroc")
     with pytest.raises(CalibrationError, match="top_k"):
         calibrate_threshold(PerfectDetector(), _composer(cfg, 0), n_samples=4, batch_size=4,
                             score=ScoreRule(SIZE**2 + 1), device="cpu", amp=False)
@@ -189,9 +185,10 @@ class MeanDetector(nn.Module):
 
 def test_calibrate_run_draws_from_its_own_seeded_stream(trained_run: TrainedRun) -> None:
     cfg, layout = trained_run.cfg, trained_run.layout
-    images, bank = train_images(cfg, layout, CATEGORY), AnomalyBank.load(layout.bank, cfg)
-    run = lambda seed: calibrate_run(cfg, CATEGORY, seed, MeanDetector(), images, bank,  # noqa: E731
-                                     torch.device("cpu"), n_samples=6)
+    images = load_train_set(layout.images, CATEGORY, cfg.data.image_size, masks_required=True)
+    bank = AnomalyBank.load(layout.bank, cfg)
+    run = lambda seed: calibrate_run(cfg, CATEGORY, seed, MeanDetector(), ScoreRule(cfg.eval.top_k),  # noqa: E731
+                                     images, bank, torch.device("cpu"))
     first = run(0)
     assert run(0) == first, "seeded from the training run: the same thresholds every time"
     assert run(1) != first, "another run seed draws other anomalies"

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pfadseg import __version__
+from pfadseg.arch.base import load_teacher
 from pfadseg.config import config_from_dict
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pfadseg.export import (
@@ -28,7 +29,6 @@ from pfadseg.export import (
 )
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.models.detector import AnomalyDetector
-from pfadseg.pipeline.train import load_teacher
 from pfadseg.predict import Predictor, load_predictor
 from tests.predict.conftest import TrainedRun
 

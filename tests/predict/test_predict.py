@@ -184,8 +184,12 @@ def test_load_predictor_errors(trained_run: TrainedRun, tmp_path: Path) -> None:
         load_predictor(tmp_path / "seg.pt", device="cpu", threshold=0.5)
     with pytest.raises(ArtifactError, match="no such model"):
         load_predictor(tmp_path / "missing", device="cpu", threshold=0.5)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name in ("student.pt", "seg.pt"):  # a student file where seg.pt belongs
+        shutil.copy(trained_run.model_dir / "student.pt", foreign / name)
     with pytest.raises(ArtifactError, match=r"expected a pfadseg\.seg/1 file"):
-        load_predictor(trained_run.model_dir / "student.pt", device="cpu", threshold=0.5)
+        load_predictor(foreign, device="cpu", threshold=0.5)
 
 
 def test_bench_predict_smoke(trained_run: TrainedRun, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,16 +210,17 @@ def test_an_adps_run_is_calibrated_and_predicts_with_its_score_rule(trained_run:
     from pfadseg.export import ExportError, export_predictor
     from pfadseg.metrics import smoothed_max_scores
     from pfadseg.paths import Layout
-    from pfadseg.pipeline.train import run_train_seg, run_train_student
+    from pfadseg.pipeline.adps import TRAIN_ADPS
+    from pfadseg.pipeline.calibrate import CALIBRATE
     from tests.predict.conftest import CATEGORY, tiny_run_config
 
     cfg = tiny_run_config("model.arch=adps", "model.adps.k=2", "train.adps.epochs=1", "train.adps.milestones=[]",
                           "train.adps.batch_size=2", "calibrate.n_samples=4")
     (tmp_path / "data").symlink_to(trained_run.root / "data")  # the same dataset and bank
     layout = Layout(tmp_path)
-    run_train_student(cfg, layout, CATEGORY, 0, progress=False)
-    run_train_seg(cfg, layout, CATEGORY, 0, progress=False)
-    adps = load_predictor(layout.seg(CATEGORY, 0).parent, device="cpu")
+    TRAIN_ADPS.invoke(cfg, layout, CATEGORY, 0, progress=False)
+    CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
+    adps = load_predictor(layout.run_dir("models", CATEGORY, 0), device="cpu")
     assert adps.threshold_source == "calibration" and adps.score.sigma == cfg.model.adps.score_sigma
     assert adps.calibration["image_score"] == "max of the Gaussian-smoothed map (sigma 4)"
 

@@ -1,0 +1,57 @@
+"""ADPS (Xing et al., TNNLS 2024): patch student, Weight Mask Block and post-segmentation module, trained jointly
+in one stage (adps-method.md 4-5); image score: max of the Gaussian-smoothed map (Algorithm 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
+from pfadseg.config import Config
+from pfadseg.device import prepare_module
+from pfadseg.evaluate import ScoreRule
+from pfadseg.models.adps import ADPSDetector
+from pfadseg.models.build import build_adps
+from pfadseg.synth.bank import BANK_PARAMS
+
+ADPS_FILE = ModelFile("adps.pt", "pfadseg.adps/1")  # the trained student and PSM weights (not the teacher)
+
+
+class ADPSArchitecture(Architecture):
+    """ADPS (``model.arch: adps``): adps.pt from its one joint training stage ``train_adps``."""
+
+    name = "adps"
+    files = (ADPS_FILE,)
+    train_stages = ("train_adps",)
+    curves = ("adps",)  # its stages' dvclive folders (dvclive/<category>/seed<k>/<stage>)
+    exportable = False
+    model_params = (*MODEL_COMMON_PARAMS, "model.adps")
+    stage_params: Mapping[str, tuple[str, ...]] = {
+        "train_adps": (*model_params, *BANK_PARAMS, "bank.opacity_min", "bank.opacity_max", "train.compile",
+                       "train.checkpoint_every", "train.log_every", "train.augment", "train.adps"),
+    }
+    score_params = ("eval.top_k", "model.adps.score_sigma")
+    report_params = ("model.adps.k", "model.adps.split_at", "train.adps.epochs", "train.adps.batch_size",
+                     "train.adps.lr", "train.adps.synthesis")
+
+    def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
+                       device: torch.device) -> nn.Module:
+        net = build_adps(cfg.model, teacher)
+        net.load_state_dict({**net.state_dict(), **states[ADPS_FILE.name]})
+        return ADPSDetector(prepare_module(net, device, cfg.train)).eval()
+
+    def score_rule(self, cfg: Config) -> ScoreRule:
+        return ScoreRule(cfg.eval.top_k, cfg.model.adps.score_sigma)
+
+    def describe_model(self, cfg: Config) -> str:
+        return f"ADPS (k={cfg.model.adps.k}, split at {cfg.model.adps.split_at}; open details: docs/deviations.md)"
+
+    def describe_schedule(self, cfg: Config) -> str:
+        adps = cfg.train.adps
+        return (f"ADPS joint training {adps.epochs} epochs x batch {adps.batch_size} (Adam {adps.lr:g}), "
+                f"{adps.synthesis} anomalies, {cfg.data.image_size} px")
+
+
+ADPS = ADPSArchitecture()

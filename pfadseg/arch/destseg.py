@@ -1,0 +1,79 @@
+"""DeSTSeg and PFADSeg: teacher, denoising student and segmentation net, trained in two stages (PFADSeg §3).
+
+DeSTSeg is this architecture with the three switches ``model.use_aff``, ``use_pcar``, ``use_rcm`` off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
+from pfadseg.config import Config, select_params
+from pfadseg.device import prepare_module
+from pfadseg.evaluate import ScoreRule
+from pfadseg.models.build import build_segnet, build_student
+from pfadseg.models.detector import AnomalyDetector
+from pfadseg.synth.bank import BANK_PARAMS
+
+STUDENT_FILE = ModelFile("student.pt", "pfadseg.student/1")
+SEG_FILE = ModelFile("seg.pt", "pfadseg.seg/1")
+SWITCHES = ("model.use_aff", "model.use_pcar", "model.use_rcm")
+
+# What the student's and the seg net's shape depend on: an ablation that changes only model.use_rcm restores
+# every student from DVC's run cache.
+_BLOCK_PARAMS = ("model.use_aff", "model.use_pcar", "model.aff", "model.spr", "model.pcar", "model.decoder_upsample")
+_TRAIN_COMMON = (*MODEL_COMMON_PARAMS, *_BLOCK_PARAMS, *BANK_PARAMS, "bank.opacity_min", "bank.opacity_max",
+                 "train.compile", "train.checkpoint_every", "train.log_every", "train.augment")
+
+
+class DeSTSegFamily(Architecture):
+    """DeSTSeg/PFADSeg (``model.arch: pfadseg``): student.pt from ``train_student``, seg.pt from ``train_seg``."""
+
+    name = "pfadseg"
+    files = (STUDENT_FILE, SEG_FILE)
+    train_stages = ("train_student", "train_seg")
+    curves = ("student", "seg")  # its stages' dvclive folders (dvclive/<category>/seed<k>/<stage>)
+    exportable = True
+    stage_params: Mapping[str, tuple[str, ...]] = {
+        "train_student": (*_TRAIN_COMMON, "train.student"),
+        "train_seg": (*_TRAIN_COMMON, "model.use_rcm", "model.rcm", "train.seg"),
+    }
+    model_params = (*MODEL_COMMON_PARAMS, *_BLOCK_PARAMS, "model.use_rcm", "model.rcm")
+    score_params = ("eval.top_k",)
+    report_params = (*SWITCHES, "train.student.iterations", "train.student.batch_size", "train.seg.iterations",
+                     "train.seg.batch_size")
+
+    def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
+                       device: torch.device) -> nn.Module:
+        student, segnet = build_student(cfg.model), build_segnet(cfg.model)
+        student.load_state_dict(states[STUDENT_FILE.name])
+        segnet.load_state_dict(states[SEG_FILE.name])
+        return AnomalyDetector(teacher, prepare_module(student, device, cfg.train),
+                               prepare_module(segnet, device, cfg.train)).eval()
+
+    def score_rule(self, cfg: Config) -> ScoreRule:
+        return ScoreRule(cfg.eval.top_k)
+
+    def describe_model(self, cfg: Config) -> str:
+        return (f"{cfg.model.variant} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
+                f"use_rcm={cfg.model.use_rcm})")
+
+    def describe_schedule(self, cfg: Config) -> str:
+        return (f"student {cfg.train.student.iterations} it x {cfg.train.student.batch_size}, "
+                f"seg {cfg.train.seg.iterations} it x {cfg.train.seg.batch_size}, {cfg.data.image_size} px")
+
+    def check_stored(self, path: Path, stored: Config, cfg: Config) -> None:
+        """A seg net trained with other switches than ``cfg``'s cannot serve it."""
+        if path.name != SEG_FILE.name:
+            return
+        trained, wanted = select_params(stored, SWITCHES), select_params(cfg, SWITCHES)
+        if trained != wanted:
+            raise ValueError(f"{path}: trained with {trained}, but params.yaml gives {wanted}; "
+                             "retrain the segmentation net")
+
+
+DESTSEG = DeSTSegFamily()

@@ -1,0 +1,53 @@
+"""DeSTSeg/PFADSeg's two training stages: the denoising student, then the segmentation net (PFADSeg §3.4)."""
+
+from __future__ import annotations
+
+from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
+from pfadseg.config import Config
+from pfadseg.device import maybe_compile, prepare_module
+from pfadseg.models.build import build_segnet, build_student
+from pfadseg.paths import Layout
+from pfadseg.synth.composer import make_composer
+from pfadseg.train.seg import seg_optimizer, seg_step_fn
+from pfadseg.train.session import TrainingSession, seeded
+from pfadseg.train.student import student_optimizer, student_step_fn
+
+
+def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
+    """Train the denoising student of ``category`` (training seed ``seed``) and write its student.pt."""
+    session = TrainingSession("student", cfg, layout, category, seed, DESTSEG.stage_params["train_student"],
+                              progress)
+    with seeded(session.init_seed()):
+        student = prepare_module(build_student(cfg.model), session.device, cfg.train)
+    generator = session.generator()
+    composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
+    optimizer = student_optimizer(student, cfg.train.student)
+    step = student_step_fn(session.teacher, maybe_compile(student, cfg.train), optimizer, composer,
+                           cfg.train.student, session.amp())
+    session.run(modules={"student": student}, optimizer=optimizer, generator=generator,
+                iterations=cfg.train.student.iterations, step=step, file=STUDENT_FILE,
+                state_dict=student.state_dict())
+
+
+def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
+    """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student; write seg.pt."""
+    session = TrainingSession("seg", cfg, layout, category, seed, DESTSEG.stage_params["train_seg"], progress)
+    device = session.device
+    student = build_student(cfg.model)
+    student.load_state_dict(session.load_trained(STUDENT_FILE)["state_dict"])
+    student = prepare_module(student, device, cfg.train).eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    with seeded(session.init_seed()):
+        segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
+    generator = session.generator()
+    composer = make_composer(cfg, category, session.images, session.bank, device, generator)
+    optimizer = seg_optimizer(segnet, cfg.train.seg)
+    layer_scale = getattr(segnet, "rcm_layer_scale", None) if cfg.model.use_rcm else None
+    step = seg_step_fn(session.teacher, student, maybe_compile(segnet, cfg.train), optimizer, composer,
+                       cfg.train.seg, session.amp())
+    session.run(modules={"segnet": segnet}, optimizer=optimizer, generator=generator,
+                iterations=cfg.train.seg.iterations, step=step, file=SEG_FILE, state_dict=segnet.state_dict(),
+                extra_logs=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None,
+                meta=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None)
+

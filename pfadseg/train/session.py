@@ -1,0 +1,107 @@
+"""What every training stage does around its step: check the run, set up device, bank, teacher and images,
+run the loop with checkpoints, write the model file with its provenance (PFADSeg §3.4, ADPS Sec. IV)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from pfadseg.arch.base import ModelFile, load_teacher, same_teacher, teacher_record
+from pfadseg.artifacts import load_model_file, save_model_file
+from pfadseg.config import Config, select_params
+from pfadseg.data.images import load_train_set
+from pfadseg.device import autocast, configure_backends, resolve_device
+from pfadseg.paths import Layout
+from pfadseg.seeding import derive_seed, torch_generator
+from pfadseg.synth.bank import AnomalyBank
+from pfadseg.train.loop import TrainLoop, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Module init under torch's global RNG, seeded and restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class TrainingSession:
+    """One training stage of one run: its config, layout, run, device, bank, teacher and training images."""
+
+    stage: str  # e.g. "student"; names checkpoints, curves, seeds and the progress bar
+    cfg: Config
+    layout: Layout
+    category: str
+    seed: int
+    params: Sequence[str]  # the params the stage reads (its fingerprint and stored stage_params)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.cfg.train.device)
+        configure_backends(self.device)
+        self.bank = AnomalyBank.load(self.layout.bank, self.cfg)
+        self.teacher = load_teacher(self.cfg, self.device)
+        self.images = load_train_set(self.layout.images, self.category, self.cfg.data.image_size,
+                                     masks_required=self.cfg.data.source != "folder")
+
+    def load_trained(self, file: ModelFile) -> dict[str, Any]:
+        """An earlier stage's model file of this run, refused if trained with another teacher."""
+        path = self.layout.run_dir("models", self.category, self.seed) / file.name
+        content = load_model_file(path, file.format)
+        if not same_teacher(content["meta"].get("teacher", {}), teacher_record(self.cfg)):
+            raise ValueError(f"{path}: trained with teacher {content['meta'].get('teacher')}, but params.yaml gives "
+                             f"{teacher_record(self.cfg)}; retrain it")
+        return content
+
+    def init_seed(self) -> int:
+        """Seed of this stage's weight init."""
+        return derive_seed(self.seed, self.category, self.stage, "init")
+
+    def generator(self) -> torch.Generator:
+        """This stage's batch stream."""
+        return torch_generator(self.seed, self.category, self.stage, "batches", device=self.device)
+
+    def amp(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        return partial(autocast, self.device, self.cfg.train.amp)
+
+    def run(self, *, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
+            iterations: int, step: Callable[[int], dict[str, torch.Tensor]], file: ModelFile,
+            state_dict: dict[str, torch.Tensor], meta: Callable[[], dict[str, Any]] | None = None,
+            extra_logs: Callable[[], dict[str, float]] | None = None) -> None:
+        """Train to ``iterations`` (resuming from a matching checkpoint), then write ``file`` into the run folder.
+
+        ``state_dict`` is read after training (the modules' tensors, updated in place); ``meta()``, called after
+        training, adds to the stored metadata.
+        """
+        cfg, layout, category, seed = self.cfg, self.layout, self.category, self.seed
+        stage_params = select_params(cfg, self.params)
+        checkpoint = layout.checkpoints(category, seed) / f"{file.name.removesuffix('.pt')}.ckpt"
+        loop = TrainLoop(
+            name=self.stage, device=self.device, modules=modules, optimizer=optimizer, generator=generator,
+            iterations=iterations, checkpoint_path=checkpoint,
+            run_fingerprint=fingerprint({"stage": self.stage, "category": category, "run_seed": seed,
+                                         **stage_params}),
+            checkpoint_every=cfg.train.checkpoint_every, log_every=cfg.train.log_every,
+            live_dir=layout.live(category, seed, self.stage), progress=self.progress, extra_logs=extra_logs,
+        )
+        result = loop.run(step)
+        path = layout.run_dir("models", category, seed) / file.name
+        save_model_file(path, file.format, state_dict, {
+            "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
+            "teacher": teacher_record(cfg), "seed": cfg.seed, "run_seed": seed, "device": str(self.device),
+            "iterations": iterations, "wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from,
+            "final_losses": result.last_losses, **(meta() if meta else {}),
+        })
+        checkpoint.unlink(missing_ok=True)
+        log.info("%s %s seed %d: %d iterations in %.1f s -> %s", self.stage, category, seed, iterations,
+                 result.wall_time_s, path)
