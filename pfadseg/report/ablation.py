@@ -16,7 +16,15 @@ import numpy as np
 
 from pfadseg.fsio import atomic_path
 from pfadseg.report.paper import paper_numbers
-from pfadseg.report.tables import NOT_REPORTED, NOT_RUN, Provenance, Stat, aggregate, render_provenance, signed_delta
+from pfadseg.report.tables import (
+    NOT_REPORTED,
+    NOT_RUN,
+    Provenance,
+    Stat,
+    category_stats,
+    render_provenance,
+    signed_delta,
+)
 
 METRICS = (("image_auroc", "Image AUROC"), ("pixel_ap", "Pixel AP"), ("iap", "IAP"))
 SWITCHES = ("use_rcm", "use_aff", "use_pcar")
@@ -105,10 +113,10 @@ def pick_adps(results: list[ExperimentResult]) -> ExperimentResult | None:
 
 def mean_over_categories(result: ExperimentResult, metric: str) -> Stat | None:
     """Plain mean over categories (each category first averaged over its seeds), in percent."""
-    stats = [s for runs in result.runs.values() if (s := aggregate(runs, "seg", metric)) is not None]
+    stats = category_stats(result.runs, "seg", metric)
     if not stats:
         return None
-    return Stat(float(np.mean([s.mean for s in stats])), 0.0, 1)
+    return Stat(float(np.mean([s.mean for s in stats.values()])), 0.0, 1)
 
 
 def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pfadseg.data.categories import KSDD2_CATEGORY
 from pfadseg.report.paper import PaperNumbers, paper_numbers
@@ -38,13 +39,23 @@ class Stat:
         return f"{self.mean:.1f}" if self.n < 2 else f"{self.mean:.1f} ± {self.std:.1f}"
 
 
+def metric_frame(runs: Mapping[str, Sequence[dict[str, Any]]], branch: str, metric: str) -> pd.DataFrame:
+    """One row per run that has ``branch``/``metric``: its category and the value in percent."""
+    rows = [(category, float(r[branch][metric]) * 100) for category, rs in runs.items() for r in rs
+            if r.get(branch, {}).get(metric) is not None]
+    return pd.DataFrame(rows, columns=["category", "value"])
+
+
+def category_stats(runs: Mapping[str, Sequence[dict[str, Any]]], branch: str, metric: str) -> dict[str, Stat]:
+    """Per category: mean ± sample std over its runs, in percent (categories without a value are left out)."""
+    table = metric_frame(runs, branch, metric).groupby("category", sort=False)["value"].agg(["mean", "std", "count"])
+    return {str(c): Stat(float(row["mean"]), 0.0 if row["count"] < 2 else float(row["std"]), int(row["count"]))
+            for c, row in table.iterrows()}
+
+
 def aggregate(runs: Sequence[dict[str, Any]], branch: str, metric: str) -> Stat | None:
     """Mean ± std over runs of ``runs[i][branch][metric]`` (fractions -> percent); None without runs."""
-    values = [float(r[branch][metric]) * 100 for r in runs if r.get(branch, {}).get(metric) is not None]
-    if not values:
-        return None
-    arr = np.asarray(values)
-    return Stat(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr))
+    return category_stats({"runs": runs}, branch, metric).get("runs")
 
 
 def _group_stat(per_cat: dict[str, Stat | None], cats: Sequence[str]) -> tuple[Stat | None, int]:
@@ -86,7 +97,8 @@ def _rows(paper: PaperNumbers) -> list[tuple[str, tuple[str, ...]]]:
 
 def _stats_by_row(runs: dict[str, list[dict[str, Any]]], branch: str, metric: str,
                   paper: PaperNumbers) -> dict[str, tuple[Stat | None, int]]:
-    per_cat = {c: aggregate(runs.get(c, []), branch, metric) for c in paper.texture + paper.object}
+    found = category_stats(runs, branch, metric)
+    per_cat = {c: found.get(c) for c in paper.texture + paper.object}
     out: dict[str, tuple[Stat | None, int]] = {}
     for key, cats in _rows(paper):
         out[key] = (per_cat[key], int(per_cat[key] is not None)) if len(cats) == 1 and key in per_cat \
