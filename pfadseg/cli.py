@@ -204,6 +204,21 @@ def ablate(
 
 
 @app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help="Experiment name (dvc exp run -n NAME).")],
+    set_: SetOpt = None,
+) -> None:
+    """dvc exp run -n NAME -S ... after writing the graph of its architecture (e.g. -S model.arch=adps)."""
+    from pfadseg.pipeline.ablate import run_experiment
+
+    _setup_logging()
+    try:
+        run_experiment(Layout(), name, set_ or (), capture=False)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
+@app.command()
 def profile(name: Annotated[str, typer.Argument(help="A profile in profiles/ (destseg, demo, ci) or a file.")]) -> None:
     """Print a profile as `-S key=value` arguments, e.g. dvc exp run -n destseg $(pfadseg profile destseg)."""
     import shlex
@@ -245,7 +260,7 @@ def demo(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or its seg.pt.")],
+    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or a model file in it.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     threshold: Annotated[float | None, typer.Option(help="Image-score threshold (default: calibrated).")] = None,
@@ -277,7 +292,7 @@ class ExportFormat(StrEnum):
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or its seg.pt.")],
+    model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or a model file in it.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file.")] = Path("pfadseg.onnx"),
     format_: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
     threshold: Annotated[float | None, typer.Option(help="Image threshold recorded in the metadata.")] = None,

@@ -33,12 +33,16 @@ def run_ablation_experiments(layout: Layout, extra_overrides: Sequence[str] = ()
     runs = [(v.name, v.overrides) for v in variants()]
     if adps:
         runs.insert(len(runs) - 1, (ADPS_EXPERIMENT, list(ADPS_OVERRIDES)))
-    params = layout.root / "params.yaml"
     for name, overrides in runs:
-        args = [a for o in (*overrides, *extra_overrides) for a in ("-S", o)]
-        write_graph(load_config(params, (*overrides, *extra_overrides)), layout.root)  # the row's architecture
         log.info("ablation: running %s", name)
-        run_dvc(layout.root, "exp", "run", "-n", name, *args, capture=False)
+        run_experiment(layout, name, (*overrides, *extra_overrides), capture=False)
+
+
+def run_experiment(layout: Layout, name: str, overrides: Sequence[str], *, capture: bool = True) -> str:
+    """``dvc exp run -n NAME -S ...`` after writing the graph of the experiment's architecture; DVC's output."""
+    write_graph(load_config(layout.root / "params.yaml", overrides), layout.root)
+    args = [a for o in overrides for a in ("-S", o)]
+    return run_dvc(layout.root, "exp", "run", "-n", name, *args, capture=capture).stdout or ""
 
 
 def render_ablation_report(cfg: Config, layout: Layout) -> None:

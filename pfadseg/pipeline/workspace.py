@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from pfadseg.config import apply_overrides, read_params
+from pfadseg.config import apply_overrides, config_from_dict, read_params
+from pfadseg.pipeline.graph import write_graph
 
 # What a pipeline needs besides params.yaml: the stage scripts, the code its deps hash, the DVC settings.
 PROJECT_ITEMS = ("dvc.yaml", ".dvcignore", "stages", "pfadseg", "profiles")
@@ -29,7 +30,8 @@ def tool_env() -> dict[str, str]:
 
 
 def make_workspace(project: Path, dest: Path, overrides: Sequence[str]) -> Path:
-    """Copy the project into ``dest`` (a new git + DVC repository) with ``params.yaml`` + ``overrides``."""
+    """Copy the project into ``dest`` (a new git + DVC repository) with ``params.yaml`` + ``overrides`` and the
+    dvc.yaml of their architecture."""
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: already exists and is not empty; remove it or choose another folder")
     params = apply_overrides(read_params(project / "params.yaml"), overrides)
@@ -41,6 +43,7 @@ def make_workspace(project: Path, dest: Path, overrides: Sequence[str]) -> Path:
         elif src.is_file():
             shutil.copy2(src, dest / item)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_graph(config_from_dict(params), dest)  # the graph of the workspace's own architecture
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=pfadseg", "-c", "user.email=pfadseg@localhost", "commit", "-qm",
                  "workspace"]):

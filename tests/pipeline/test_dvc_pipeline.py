@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import profile_overrides
+from pfadseg.paths import Layout
+from pfadseg.pipeline.ablate import run_experiment
 from pfadseg.pipeline.workspace import make_workspace, run_dvc
 from tests.conftest import REPO
 
@@ -61,8 +63,9 @@ def test_pcar_ablation_retrains_the_students(workspace: Path) -> None:
 
 
 def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
-    out = run_dvc(workspace, "exp", "run", "-n", "adps", "-S", "model.arch=adps").stdout
-    assert _ran(out, "train_student@bottle-0") and _ran(out, "train_seg@carpet-0") and _ran(out, "report"), out
+    out = run_experiment(Layout(workspace), "adps", ["model.arch=adps"])
+    assert _ran(out, "train_adps@bottle-0") and _ran(out, "calibrate@carpet-0") and _ran(out, "report"), out
+    assert not _ran(out, "train_student@") and not _ran(out, "train_seg@"), "ADPS has its own training stage"
     shown = json.dumps(json.loads(run_dvc(workspace, "exp", "show", "--json").stdout))
     assert '"adps"' in shown
     metrics = json.loads((workspace / "metrics/carpet/seed0.json").read_text())
@@ -71,8 +74,8 @@ def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
 
 
 def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace: Path) -> None:
-    run_dvc(workspace, "exp", "run", "-n", "adps-first", "-S", "model.arch=adps")
-    out = run_dvc(workspace, "exp", "run", "-n", "pfadseg-again", "-S", "model.arch=pfadseg").stdout
-    for stage in ("train_student@", "train_seg@", "evaluate@"):
+    run_experiment(Layout(workspace), "adps-first", ["model.arch=adps"])
+    out = run_experiment(Layout(workspace), "pfadseg-again", ["model.arch=pfadseg"])
+    for stage in ("train_student@", "train_seg@", "calibrate@", "evaluate@"):
         assert not _ran(out, stage), out
     assert "is cached - skipping run" in out, out
