@@ -181,19 +181,6 @@ class ModelConfig:
     decoder_upsample: Literal["between_stages", "in_block"]
     adps: ADPSConfig
 
-    @property
-    def teacher_backbone(self) -> Backbone:
-        """The teacher's backbone: ``model.adps.backbone`` for ADPS, the protocol's ResNet-18 otherwise."""
-        return self.adps.backbone if self.arch == "adps" else "resnet18"
-
-    @property
-    def variant(self) -> str:
-        """Short name of the architecture: ``adps``, or the switch combination, e.g. ``destseg``, ``aff+pcar+rcm``."""
-        if self.arch == "adps":
-            return "adps"
-        parts = [n for n, on in (("aff", self.use_aff), ("pcar", self.use_pcar), ("rcm", self.use_rcm)) if on]
-        return "+".join(parts) if parts else "destseg"
-
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -485,8 +472,9 @@ def select_params(cfg: Config | ParamView, keys: Sequence[str]) -> dict[str, Any
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, ParamView):
-        value = value.unwrap()
+    if isinstance(value, ParamView):  # a section only partly declared: its other keys must not be read
+        raise UndeclaredParamError(f"stage {value._stage} reads all of {value._key}, of which it declares only "
+                                   "some keys")
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
@@ -499,7 +487,7 @@ class ParamView:
 
     Reading an undeclared key raises :class:`UndeclaredParamError` naming the key and the stage, so a stage can
     never depend on a param that DVC does not track for it. Properties and methods of the sections (e.g.
-    ``ModelConfig.variant``) run against the view, so they too read only declared keys. ``to_dict`` is the
+    ``AugmentConfig.group_of``) run against the view, so they too read only declared keys. ``to_dict`` is the
     whole config, for the provenance stored beside results.
     """
 
@@ -512,17 +500,13 @@ class ParamView:
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_root", obj if root is None else root)
 
-    def unwrap(self) -> Any:
-        """The underlying config object (for code that stores it whole)."""
-        return self._obj
-
     def to_dict(self) -> dict[str, Any]:
         """The whole config as a plain dict (provenance stored beside models and results)."""
         return dataclasses.asdict(self._root)
 
     def __getattr__(self, name: str) -> Any:
         obj = self._obj
-        if name not in {f.name for f in dataclasses.fields(obj)}:
+        if name not in obj.__dataclass_fields__:
             attr = getattr(type(obj), name)
             if isinstance(attr, property):
                 return attr.fget(self)  # type: ignore[misc]

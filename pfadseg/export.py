@@ -221,7 +221,7 @@ def predictor_metadata(predictor: Predictor) -> dict[str, Any]:
         "teacher": meta.get("teacher"),
         "category": str(meta.get("category")),
         "run_seed": str(meta.get("run_seed")),
-        "variant": predictor.config.model.variant,
+        "variant": predictor.run.arch.variant(predictor.config),
         "config": predictor.config.to_dict(),
     }
 

@@ -42,14 +42,12 @@ class Layout:
         """``<kind>/<category>/seed<seed>``: one training run's folder under models, checkpoints, dvclive, plots."""
         return self.root / kind / category / f"seed{seed}"
 
-    def student(self, category: str, seed: int) -> Path:
-        return self.run_dir("models", category, seed) / "student.pt"
-
-    def seg(self, category: str, seed: int) -> Path:
-        return self.run_dir("models", category, seed) / "seg.pt"
+    def model(self, category: str, seed: int, name: str) -> Path:
+        """File ``name`` of a trained run (the architectures name their model files: pfadseg.arch)."""
+        return self.run_dir("models", category, seed) / name
 
     def calibration(self, category: str, seed: int) -> Path:
-        return self.run_dir("models", category, seed) / "calibration.json"
+        return self.model(category, seed, "calibration.json")
 
     def checkpoints(self, category: str, seed: int) -> Path:
         return self.run_dir("checkpoints", category, seed)

@@ -1,13 +1,13 @@
 """``pfadseg predict``: score users' own images and write heatmaps, overlays and masks at their own resolution.
 
-A model is a trained run's folder (``models/<category>/seed<k>/`` with ``student.pt`` and ``seg.pt``) or its
-``seg.pt`` (``student.pt`` beside it). Everything needed to rebuild the networks is stored in the model files
-(``meta["config"]``, the full params of the run); the decision thresholds come from ``meta["calibration"]``
-(fitted by :mod:`pfadseg.calibrate` on synthetic anomalies at training time) unless given explicitly.
+A model is a trained run's folder (``models/<category>/seed<k>/``: ``student.pt`` and ``seg.pt``, or ADPS's
+``adps.pt``) or a model file in it, loaded by :class:`pfadseg.runs.TrainedRun` from its files alone (their
+stored config); the decision thresholds come from its ``calibration.json`` (fitted by :mod:`pfadseg.calibrate`
+on synthetic anomalies, never on test data) unless given explicitly.
 
 Per image (any size; grayscale, RGB, RGBA, palette; PNG, JPEG, BMP, TIFF): the same preprocessing as the
 evaluation (PIL ``convert("RGB")``, bilinear squash-resize to ``data.image_size``, ImageNet normalisation),
-the segmentation map, the image score (mean of its top-k pixels, as the evaluation), the decision ``score >=
+the segmentation map, the image score (the architecture's rule, as the evaluation), the decision ``score >=
 image_threshold``, and, at the image's original resolution (the map upsampled bilinearly):
 
 * ``<stem>_heatmap.png``: the map on a fixed [0, 1] scale (jet colour map; not stretched per image, so a

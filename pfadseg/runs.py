@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.arch.base import load_teacher, same_teacher, teacher_record
-from pfadseg.arch.registry import ARCHITECTURES, Architecture, architecture
+from pfadseg.arch.base import same_teacher
+from pfadseg.arch.registry import ARCHITECTURES, Architecture
 from pfadseg.artifacts import ArtifactError, load_model_file
 from pfadseg.config import Config, ConfigError, config_from_dict, upgrade_stored_config
 from pfadseg.fsio import read_json
@@ -48,20 +48,20 @@ class TrainedRun:
 
     folder: Path
     arch: Architecture
-    config: Config  # the config stored by the run's last training stage
+    config: Config  # the config it serves: ``expect``, or the one its last stage stored (calibration.json)
     files: dict[str, dict[str, Any]]  # file name -> {format, state_dict, meta}
     calibration: dict[str, Any] | None
     _detectors: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, model: Path | str, *, expect: Config | None = None, teacher_weights: str | None = None,
-             calibrated: bool = False) -> TrainedRun:
+    def open(cls, model: Path | str, *, expect: Config | None = None, teacher_weights: str | None = None
+             ) -> TrainedRun:
         """Load a run folder (or a model file inside it).
 
         ``expect``: the config this run must serve (a stage's params): the architecture, the teacher and the
         architecture's own checks must agree. Without it the run's stored config is used, with
         ``teacher_weights`` replacing its ``model.teacher_weights`` (the same file elsewhere: its sha256 must
-        match). ``calibrated``: require calibration.json.
+        match). ``calibration`` is None until the calibrate stage has run.
         """
         folder = run_folder(model)
         arch = run_architecture(folder)
@@ -77,7 +77,7 @@ class TrainedRun:
         if cfg.model.arch != arch.name:
             raise ArtifactError(f"{folder}: a model.arch={arch.name} run, but params.yaml gives model.arch="
                                 f"{cfg.model.arch}; retrain it (dvc repro)")
-        current = teacher_record(cfg)
+        current = arch.teacher_record(cfg)
         for name, content in files.items():
             recorded = content["meta"].get("teacher", {})
             if not same_teacher(recorded, current):
@@ -85,9 +85,6 @@ class TrainedRun:
                                     f"{current}; retrain it, or pass the original teacher weights (--teacher)")
             arch.check_stored(folder / name, _stored_config(folder / name, content["meta"]), cfg)
         calibration = calibration_record["calibration"] if calibration_record is not None else None
-        if calibrated and calibration is None:
-            raise ArtifactError(f"{calibration_path}: missing; calibrate the run first (dvc repro, or pfadseg "
-                                "calibrate)")
         return cls(folder, arch, cfg, files, calibration)
 
     def meta(self, name: str) -> dict[str, Any]:
@@ -104,9 +101,9 @@ class TrainedRun:
         key = str(device)
         if key not in self._detectors:
             states: Mapping[str, dict[str, torch.Tensor]] = {n: c["state_dict"] for n, c in self.files.items()}
+            teacher = self.arch.load_teacher(self.config, device)
             try:
-                self._detectors[key] = self.arch.build_detector(self.config, load_teacher(self.config, device),
-                                                                states, device)
+                self._detectors[key] = self.arch.build_detector(self.config, teacher, states, device)
             except RuntimeError as exc:
                 raise ArtifactError(f"{self.folder}: the weights do not fit the architecture of the stored config "
                                     f"({str(exc).splitlines()[0]}); are the model files from different runs?") \
@@ -123,5 +120,3 @@ def _stored_config(path: Path, meta: Mapping[str, Any], overrides: list[str] | N
         raise ArtifactError(f"{path}: its stored config does not validate with this pfadseg version ({exc}); "
                             "retrain the model or use the version that trained it") from None
 
-
-__all__ = ["CALIBRATION_FILE", "TrainedRun", "architecture", "run_architecture", "run_folder"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -24,3 +26,11 @@ def torch_generator(seed: int, *keys: str | int, device: torch.device | str = "c
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, *keys))
     return gen
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Code that draws from torch's global CPU RNG (module init) runs seeded; the RNG is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

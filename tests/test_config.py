@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import ConfigError, config_from_dict, load_config, read_params, upgrade_stored_config
 from tests.conftest import REPO
 
@@ -13,7 +14,7 @@ from tests.conftest import REPO
 def test_repository_params_load_and_default_to_pfadseg() -> None:
     cfg = load_config(REPO / "params.yaml")
     assert (cfg.model.use_aff, cfg.model.use_pcar, cfg.model.use_rcm) == (True, True, True)
-    assert cfg.model.variant == "aff+pcar+rcm"
+    assert DESTSEG.variant(cfg) == "aff+pcar+rcm"
     assert cfg.train.student.iterations == 3000 and cfg.train.seg.iterations == 4000
     assert cfg.data.categories[0] == "bottle" and len(cfg.data.categories) == 15
 
@@ -22,7 +23,7 @@ def test_overrides_are_yaml_typed() -> None:
     tree = read_params(REPO / "params.yaml")
     cfg = config_from_dict(tree, ["model.use_pcar=false", "train.student.lr=0.4", "data.categories=[pill]"])
     assert cfg.model.use_pcar is False and cfg.train.student.lr == 0.4 and cfg.data.categories == ["pill"]
-    assert cfg.model.variant == "aff+rcm"
+    assert DESTSEG.variant(cfg) == "aff+rcm"
     assert tree["model"]["use_pcar"] is True, "overrides must not mutate the source tree"
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
-from pfadseg.config import Config
+from pfadseg.config import Backbone, Config
 from pfadseg.device import prepare_module
 from pfadseg.evaluate import ScoreRule
 from pfadseg.models.adps import ADPSDetector
@@ -36,14 +36,21 @@ class ADPSArchitecture(Architecture):
     report_params = ("model.adps.k", "model.adps.split_at", "train.adps.epochs", "train.adps.batch_size",
                      "train.adps.lr", "train.adps.synthesis")
 
-    def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
-                       device: torch.device) -> nn.Module:
-        net = build_adps(cfg.model, teacher)
-        net.load_state_dict({**net.state_dict(), **states[ADPS_FILE.name]})
-        return ADPSDetector(prepare_module(net, device, cfg.train)).eval()
+    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
+                           generator: torch.Generator | None = None) -> nn.Module:
+        return ADPSDetector(prepare_module(build_adps(cfg.model, teacher, generator), device, cfg.train)).eval()
+
+    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
+        detector.net.load_state_dict({**detector.net.state_dict(), **states[ADPS_FILE.name]})
 
     def score_rule(self, cfg: Config) -> ScoreRule:
         return ScoreRule(cfg.eval.top_k, cfg.model.adps.score_sigma)
+
+    def teacher_backbone(self, cfg: Config) -> Backbone:
+        return cfg.model.adps.backbone
+
+    def variant(self, cfg: Config) -> str:
+        return "adps"
 
     def describe_model(self, cfg: Config) -> str:
         return f"ADPS (k={cfg.model.adps.k}, split at {cfg.model.adps.split_at}; open details: docs/deviations.md)"

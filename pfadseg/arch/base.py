@@ -1,4 +1,4 @@
-"""What every architecture provides, and the teacher handling they share (DeSTSeg §3.1, ADPS Sec. III-A)."""
+"""What every architecture provides, the teacher handling included (DeSTSeg §3.1, ADPS Sec. III-A)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.config import Config
+from pfadseg.config import Backbone, Config
 from pfadseg.device import prepare_module
 from pfadseg.evaluate import ScoreRule
 from pfadseg.models.build import build_teacher
 from pfadseg.models.teacher import teacher_identity
-from pfadseg.seeding import derive_seed
+from pfadseg.seeding import derive_seed, seeded
 
 # Params every model-building stage reads: the data size, the teacher and the device settings.
 MODEL_COMMON_PARAMS: tuple[str, ...] = (
@@ -40,14 +40,26 @@ class Architecture(ABC):
     train_stages: tuple[str, ...]  # its DVC training stages, in order (the pipeline package wires them)
     curves: tuple[str, ...]  # the dvclive folder of each training stage, in order
     exportable: bool  # pfadseg export can write it as one ONNX graph
+    model_params: tuple[str, ...]  # what building its detector reads
     stage_params: Mapping[str, tuple[str, ...]]  # training stage -> the params it reads
     score_params: tuple[str, ...]  # the params of its image-score rule (calibrate, evaluate)
     report_params: tuple[str, ...]  # the params its report lines read
 
     @abstractmethod
+    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
+                           generator: torch.Generator | None = None) -> nn.Module:
+        """Eval-mode detector ``images -> (anomaly map, DeST map)`` with freshly initialised trainable parts."""
+
+    @abstractmethod
+    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
+        """Load the state dicts of :attr:`files` (by file name) into a detector of this architecture."""
+
     def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
                        device: torch.device) -> nn.Module:
-        """Eval-mode detector ``images -> (anomaly map, DeST map)`` from the state dicts of :attr:`files`."""
+        """The trained detector: :meth:`untrained_detector` with the weights of :attr:`files`."""
+        detector = self.untrained_detector(cfg, teacher, device)
+        self.load_states(detector, states)
+        return detector
 
     @abstractmethod
     def score_rule(self, cfg: Config) -> ScoreRule:
@@ -61,26 +73,31 @@ class Architecture(ABC):
     def describe_schedule(self, cfg: Config) -> str:
         """The training schedule in one line."""
 
+    @abstractmethod
+    def teacher_backbone(self, cfg: Config) -> Backbone:
+        """The backbone of its frozen teacher."""
+
+    @abstractmethod
+    def variant(self, cfg: Config) -> str:
+        """Short name of the configured model, e.g. ``destseg``, ``aff+pcar+rcm``, ``adps``."""
+
+    def load_teacher(self, cfg: Config, device: torch.device) -> nn.Module:
+        """The frozen teacher; a ``random`` teacher is seeded from ``seed`` so every stage sees the same one."""
+        with seeded(derive_seed(cfg.seed, "teacher")):
+            teacher = build_teacher(cfg.model.teacher_weights, self.teacher_backbone(cfg))
+        return prepare_module(teacher, device, cfg.train)
+
+    def teacher_record(self, cfg: Config) -> dict[str, Any]:
+        """Provenance of the teacher weights, with the seed when they are random."""
+        identity = teacher_identity(cfg.model.teacher_weights, self.teacher_backbone(cfg))
+        record: dict[str, Any] = {"weights": cfg.model.teacher_weights, "name": identity["name"],
+                                  "sha256": identity["sha256"]}
+        if cfg.model.teacher_weights == "random":
+            record["seed"] = derive_seed(cfg.seed, "teacher")
+        return record
+
     def check_stored(self, path: Any, stored: Config, cfg: Config) -> None:  # noqa: B027 - optional hook
         """Refuse a model file whose stored settings do not fit ``cfg`` (a hook; nothing by default)."""
-
-
-def load_teacher(cfg: Config, device: torch.device) -> nn.Module:
-    """The frozen teacher; a ``random`` teacher is seeded from ``seed`` so every stage sees the same one."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "teacher"))
-        teacher = build_teacher(cfg.model)
-    return prepare_module(teacher, device, cfg.train)
-
-
-def teacher_record(cfg: Config) -> dict[str, Any]:
-    """Provenance of the teacher weights, with the seed when they are random."""
-    identity = teacher_identity(cfg.model.teacher_weights, cfg.model.teacher_backbone)
-    record: dict[str, Any] = {"weights": cfg.model.teacher_weights, "name": identity["name"],
-                              "sha256": identity["sha256"]}
-    if cfg.model.teacher_weights == "random":
-        record["seed"] = derive_seed(cfg.seed, "teacher")
-    return record
 
 
 def same_teacher(stored: Mapping[str, Any], current: Mapping[str, Any]) -> bool:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
-from pfadseg.config import Config, select_params
+from pfadseg.config import Backbone, Config, select_params
 from pfadseg.device import prepare_module
 from pfadseg.evaluate import ScoreRule
 from pfadseg.models.build import build_segnet, build_student
@@ -47,19 +47,29 @@ class DeSTSegFamily(Architecture):
     report_params = (*SWITCHES, "train.student.iterations", "train.student.batch_size", "train.seg.iterations",
                      "train.seg.batch_size")
 
-    def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
-                       device: torch.device) -> nn.Module:
-        student, segnet = build_student(cfg.model), build_segnet(cfg.model)
-        student.load_state_dict(states[STUDENT_FILE.name])
-        segnet.load_state_dict(states[SEG_FILE.name])
+    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
+                           generator: torch.Generator | None = None) -> nn.Module:
+        student, segnet = build_student(cfg.model, generator), build_segnet(cfg.model, generator)
         return AnomalyDetector(teacher, prepare_module(student, device, cfg.train),
                                prepare_module(segnet, device, cfg.train)).eval()
+
+    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
+        detector.student.load_state_dict(states[STUDENT_FILE.name])
+        detector.segnet.load_state_dict(states[SEG_FILE.name])
 
     def score_rule(self, cfg: Config) -> ScoreRule:
         return ScoreRule(cfg.eval.top_k)
 
+    def teacher_backbone(self, cfg: Config) -> Backbone:
+        return "resnet18"  # the protocol's, whatever model.adps.backbone says
+
+    def variant(self, cfg: Config) -> str:
+        on = [n for n, flag in (("aff", cfg.model.use_aff), ("pcar", cfg.model.use_pcar), ("rcm", cfg.model.use_rcm))
+              if flag]
+        return "+".join(on) if on else "destseg"
+
     def describe_model(self, cfg: Config) -> str:
-        return (f"{cfg.model.variant} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
+        return (f"{self.variant(cfg)} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "
                 f"use_rcm={cfg.model.use_rcm})")
 
     def describe_schedule(self, cfg: Config) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.anomaly_map import seg_input
@@ -61,7 +62,7 @@ def bench_models(cfg: Config, *, image_size: int = 256, batch_size: int = 16, de
                                "repeats": repeats, "threads": torch.get_num_threads()}
     with warnings.catch_warnings():  # the random teacher still logs its warning once
         warnings.simplefilter("ignore")
-        teacher = build_teacher(dataclasses.replace(cfg.model, teacher_weights="random"))
+        teacher = build_teacher("random", DESTSEG.teacher_backbone(cfg))
     for name, on in VARIANTS.items():
         model_cfg = dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on)
         nets: dict[str, nn.Module] = {"teacher": teacher, "student": build_student(model_cfg, generator),

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
-from pfadseg.models.build import build_segnet, build_student, build_teacher
+from pfadseg.models.build import build_teacher
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.seeding import torch_generator
 
@@ -87,12 +88,10 @@ def bench_predict(
                                "threads": torch.get_num_threads(), "top_k": top_k, "rows": []}
     with warnings.catch_warnings():  # the random teacher still logs its warning once
         warnings.simplefilter("ignore")
-        teacher = prepare_module(build_teacher(dataclasses.replace(cfg.model, teacher_weights="random")), dev,
-                                 cfg.train)
+        teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
     for name, on in VARIANTS.items():
-        model_cfg = dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on)
-        detector = AnomalyDetector(teacher, prepare_module(build_student(model_cfg, generator), dev, cfg.train),
-                                   prepare_module(build_segnet(model_cfg, generator), dev, cfg.train)).eval()
+        variant = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on))
+        detector = DESTSEG.untrained_detector(variant, teacher, dev, generator)
         for batch in batch_sizes:
             x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(dev)
             if dev.type == "cuda" and cfg.train.channels_last:

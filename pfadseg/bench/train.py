@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pfadseg.arch.base import load_teacher
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
@@ -64,7 +64,7 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                          f"model.use_rcm={str(rcm).lower()}")
             bank = AnomalyBank.load(Path(tmp) / "bank", vcfg)
             composer = make_composer(vcfg, "bottle", images, bank, dev, torch_generator(0, "bench", device=dev))
-            teacher = load_teacher(vcfg, dev)
+            teacher = DESTSEG.load_teacher(vcfg, dev)
             student = prepare_module(build_student(vcfg.model), dev, vcfg.train)
             segnet = prepare_module(build_segnet(vcfg.model), dev, vcfg.train)
             amp = partial(autocast, dev, vcfg.train.amp)

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from pfadseg.config import ModelConfig
+from pfadseg.config import Backbone, ModelConfig
 from pfadseg.models.adps import ADPSNet
 from pfadseg.models.blocks import BlockParts
 from pfadseg.models.segnet import SegNet
 from pfadseg.models.student import Student
 from pfadseg.models.teacher import Teacher
+from pfadseg.seeding import seeded
 
 
 @contextlib.contextmanager
@@ -22,16 +23,14 @@ def _seeded(generator: torch.Generator | None) -> Iterator[None]:
     if generator is None:
         yield
         return
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(int(torch.randint(0, 2**62, (1,), generator=generator))):
         yield
 
 
-def build_teacher(model_cfg: ModelConfig) -> Teacher:
-    """Frozen teacher (``teacher_backbone``) with ``model.teacher_weights`` (``random``: init from torch's global
-    RNG)."""
-    return Teacher(model_cfg.teacher_weights, model_cfg.teacher_backbone)
+def build_teacher(weights: str, backbone: Backbone) -> Teacher:
+    """Frozen teacher on ``backbone`` with weights as ``model.teacher_weights`` gives them (``random``: init from
+    torch's global RNG)."""
+    return Teacher(weights, backbone)
 
 
 def build_student(model_cfg: ModelConfig, generator: torch.Generator | None = None) -> Student:

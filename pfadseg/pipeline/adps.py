@@ -6,4 +6,4 @@ from pfadseg.arch.adps import ADPS, ADPS_FILE
 from pfadseg.pipeline.training import training_stage
 from pfadseg.train.adps import train_adps
 
-TRAIN_ADPS = training_stage(ADPS, "train_adps", train_adps, reads=(), writes=ADPS_FILE, live="adps")
+TRAIN_ADPS = training_stage(ADPS, "train_adps", train_adps, reads=(), writes=ADPS_FILE)

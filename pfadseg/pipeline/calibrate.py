@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pfadseg.arch.base import teacher_record
 from pfadseg.arch.registry import architecture
 from pfadseg.calibrate import calibrate_run
 from pfadseg.config import Config, select_params
@@ -32,7 +31,7 @@ def run_calibrate(cfg: Config, layout: Layout, category: str, seed: int) -> None
     calibration = calibrate_run(cfg, category, seed, run.detector(device), run.arch.score_rule(cfg), images,
                                 AnomalyBank.load(layout.bank, cfg), device)
     write_json(layout.calibration(category, seed), {
-        "category": category, "run_seed": seed, "calibration": calibration, "teacher": teacher_record(cfg),
+        "category": category, "run_seed": seed, "calibration": calibration, "teacher": run.arch.teacher_record(cfg),
         "stage_params": select_params(cfg, calibrate_params(cfg.model.arch)), "config": cfg.to_dict(),
     })
 

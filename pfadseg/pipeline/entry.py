@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ class StageDef:
     outs: Callable[[str], Sequence[str]] = lambda arch: ()
     metrics: Sequence[str] = ()
     plots: Callable[[str], Sequence[str]] = lambda arch: ()
-    extra_code: Sequence[str] = field(default=())  # non-Python files of the package it reads
+    extra_code: Sequence[str] = ()  # non-Python files of the package it reads
 
     def declared(self, cfg: Config) -> tuple[str, ...]:
         """The params this stage declares for ``cfg``'s architecture, each once, in order."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from pfadseg.arch.base import teacher_record
 from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
@@ -59,11 +58,11 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     summary: dict[str, Any] = {
         "category": category,
         "run_seed": seed,
-        "variant": cfg.model.variant,
+        "variant": run.arch.variant(cfg),
         "n_test": len(test_set.paths),
         "n_anomalous": int((test_set.labels if pixel_level else test_set.folder_labels).sum()),
         "pixel_level": pixel_level,
-        "teacher": teacher_record(cfg),
+        "teacher": run.arch.teacher_record(cfg),
         "device": str(device),
         "wall_time_s": {"training": round(run.wall_time_s, 3), "evaluate": round(wall, 3)},
     }

@@ -13,12 +13,13 @@ RUN_DATA = (str(ITEM.bank), str(ITEM.images / CATEGORY))  # what every training 
 
 def run_file(file: ModelFile) -> str:
     """A model file's path in dvc.yaml's matrix stages."""
-    return str(ITEM.run_dir("models", CATEGORY, SEED) / file.name)  # type: ignore[arg-type]
+    return str(ITEM.model(CATEGORY, SEED, file.name))  # type: ignore[arg-type]
 
 
 def training_stage(arch: Architecture, name: str, run: Callable[..., Any], *, reads: Sequence[ModelFile],
-                   writes: ModelFile, live: str) -> StageDef:
+                   writes: ModelFile) -> StageDef:
     """Stage ``name`` of ``arch``: reads the bank, the category's images and ``reads``; writes ``writes``."""
+    live = arch.curves[arch.train_stages.index(name)]
     return StageDef(
         name, run, params=lambda _: arch.stage_params[name], per_run=True, arch=arch.name,
         deps=lambda _: (*RUN_DATA, *map(run_file, reads)), outs=lambda _: (run_file(writes),),

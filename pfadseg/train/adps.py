@@ -15,11 +15,12 @@ from pfadseg.device import maybe_compile, prepare_module
 from pfadseg.models.adps import ADPSNet
 from pfadseg.models.build import build_adps
 from pfadseg.paths import Layout
+from pfadseg.seeding import seeded
 from pfadseg.synth.composer import Batch, BatchComposer, make_composer
 from pfadseg.synth.draem import make_draem_composer
 from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, signed_distillation_loss
-from pfadseg.train.session import TrainingSession, seeded
+from pfadseg.train.session import TrainingSession
 
 
 def adps_optimizer(net: ADPSNet, cfg: ADPSTrainConfig) -> torch.optim.Optimizer:
@@ -71,7 +72,7 @@ def adps_step_fn(
 
 def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
     """ADPS joint training (adps-method.md 4-5) of one run; writes adps.pt (student and PSM, not the teacher)."""
-    session = TrainingSession("adps", cfg, layout, category, seed, ADPS.stage_params["train_adps"], progress)
+    session = TrainingSession(ADPS, "train_adps", cfg, layout, category, seed, progress)
     with seeded(session.init_seed()):
         net = prepare_module(build_adps(cfg.model, session.teacher), session.device, cfg.train)
     generator = session.generator()

@@ -7,16 +7,16 @@ from pfadseg.config import Config
 from pfadseg.device import maybe_compile, prepare_module
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
+from pfadseg.seeding import seeded
 from pfadseg.synth.composer import make_composer
 from pfadseg.train.seg import seg_optimizer, seg_step_fn
-from pfadseg.train.session import TrainingSession, seeded
+from pfadseg.train.session import TrainingSession
 from pfadseg.train.student import student_optimizer, student_step_fn
 
 
 def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
     """Train the denoising student of ``category`` (training seed ``seed``) and write its student.pt."""
-    session = TrainingSession("student", cfg, layout, category, seed, DESTSEG.stage_params["train_student"],
-                              progress)
+    session = TrainingSession(DESTSEG, "train_student", cfg, layout, category, seed, progress)
     with seeded(session.init_seed()):
         student = prepare_module(build_student(cfg.model), session.device, cfg.train)
     generator = session.generator()
@@ -31,7 +31,7 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
 
 def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
     """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student; write seg.pt."""
-    session = TrainingSession("seg", cfg, layout, category, seed, DESTSEG.stage_params["train_seg"], progress)
+    session = TrainingSession(DESTSEG, "train_seg", cfg, layout, category, seed, progress)
     device = session.device
     student = build_student(cfg.model)
     student.load_state_dict(session.load_trained(STUDENT_FILE)["state_dict"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.arch.base import ModelFile, load_teacher, same_teacher, teacher_record
+from pfadseg.arch.base import Architecture, ModelFile, same_teacher
 from pfadseg.artifacts import load_model_file, save_model_file
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_train_set
@@ -26,41 +26,37 @@ from pfadseg.train.loop import TrainLoop, fingerprint
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Module init under torch's global RNG, seeded and restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 @dataclass
 class TrainingSession:
     """One training stage of one run: its config, layout, run, device, bank, teacher and training images."""
 
-    stage: str  # e.g. "student"; names checkpoints, curves, seeds and the progress bar
+    arch: Architecture
+    name: str  # the DVC stage, one of arch.train_stages
     cfg: Config
     layout: Layout
     category: str
     seed: int
-    params: Sequence[str]  # the params the stage reads (its fingerprint and stored stage_params)
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.params: Sequence[str] = self.arch.stage_params[self.name]  # fingerprint and stored stage_params
+        # names checkpoints, curves, seeds and the progress bar, e.g. "student"
+        self.stage = self.arch.curves[self.arch.train_stages.index(self.name)]
         self.device = resolve_device(self.cfg.train.device)
         configure_backends(self.device)
         self.bank = AnomalyBank.load(self.layout.bank, self.cfg)
-        self.teacher = load_teacher(self.cfg, self.device)
+        self.teacher = self.arch.load_teacher(self.cfg, self.device)
         self.images = load_train_set(self.layout.images, self.category, self.cfg.data.image_size,
                                      masks_required=self.cfg.data.source != "folder")
 
     def load_trained(self, file: ModelFile) -> dict[str, Any]:
         """An earlier stage's model file of this run, refused if trained with another teacher."""
-        path = self.layout.run_dir("models", self.category, self.seed) / file.name
+        path = self.layout.model(self.category, self.seed, file.name)
         content = load_model_file(path, file.format)
-        if not same_teacher(content["meta"].get("teacher", {}), teacher_record(self.cfg)):
+        current = self.arch.teacher_record(self.cfg)
+        if not same_teacher(content["meta"].get("teacher", {}), current):
             raise ValueError(f"{path}: trained with teacher {content['meta'].get('teacher')}, but params.yaml gives "
-                             f"{teacher_record(self.cfg)}; retrain it")
+                             f"{current}; retrain it")
         return content
 
     def init_seed(self) -> int:
@@ -95,10 +91,10 @@ class TrainingSession:
             live_dir=layout.live(category, seed, self.stage), progress=self.progress, extra_logs=extra_logs,
         )
         result = loop.run(step)
-        path = layout.run_dir("models", category, seed) / file.name
+        path = layout.model(category, seed, file.name)
         save_model_file(path, file.format, state_dict, {
             "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
-            "teacher": teacher_record(cfg), "seed": cfg.seed, "run_seed": seed, "device": str(self.device),
+            "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed, "device": str(self.device),
             "iterations": iterations, "wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from,
             "final_losses": result.last_losses, **(meta() if meta else {}),
         })

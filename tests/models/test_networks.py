@@ -12,6 +12,8 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
+from pfadseg.arch.adps import ADPS
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.bench.models import bench_models
 from pfadseg.config import Config, ConfigError, ModelConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map, l2_normalize, seg_input
@@ -101,8 +103,8 @@ def test_wide_resnet_teacher_names_its_own_weights(tmp_path: Path, monkeypatch: 
 
 def test_teacher_backbone_follows_the_architecture(make_config: Callable[..., Config]) -> None:
     wide = "model.adps.backbone=wide_resnet50_2"
-    assert make_config(wide).model.teacher_backbone == "resnet18"  # PFADSeg/DeSTSeg: always the protocol's
-    assert make_config(wide, "model.arch=adps").model.teacher_backbone == "wide_resnet50_2"
+    assert DESTSEG.teacher_backbone(make_config(wide)) == "resnet18"  # PFADSeg/DeSTSeg: always the protocol's
+    assert ADPS.teacher_backbone(make_config(wide, "model.arch=adps")) == "wide_resnet50_2"
     with pytest.raises(ConfigError, match=r"model\.adps\.backbone"):
         make_config("model.adps.backbone=resnet50")
 
@@ -131,7 +133,7 @@ def test_teacher_is_frozen_in_eval_with_detached_outputs(teacher: Teacher) -> No
 
 def test_build_teacher_reads_model_teacher_weights(make_config: Callable[..., Config]) -> None:
     with pytest.warns(UserWarning, match="RANDOM"):
-        build_teacher(_model_cfg(make_config))
+        build_teacher(_model_cfg(make_config).teacher_weights, "resnet18")
 
 
 # ------------------------------------------------------------------------------------------------- shapes
@@ -194,7 +196,8 @@ def test_every_switch_combination_runs_forward_and_backward(
     student.zero_grad(set_to_none=True)
     segnet = build_segnet(cfg)
     on = [n for n, flag in (("aff", aff), ("pcar", pcar), ("rcm", rcm)) if flag]
-    assert cfg.variant == ("+".join(on) or "destseg")
+    assert DESTSEG.variant(make_config(f"model.use_aff={aff}", f"model.use_pcar={pcar}", f"model.use_rcm={rcm}")) \
+        == ("+".join(on) or "destseg")
     _forward_backward(teacher, student, segnet)
     assert (segnet.rcm_layer_scale() is not None) == rcm
 

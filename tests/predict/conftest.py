@@ -64,7 +64,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         TRAIN_STUDENT.invoke(cfg, layout, CATEGORY, 0, progress=False)
         TRAIN_SEG.invoke(cfg, layout, CATEGORY, 0, progress=False)
         CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
-    model_dir = layout.seg(CATEGORY, 0).parent
+    model_dir = layout.run_dir("models", CATEGORY, 0)
     calibrated_dir = root / "calibrated" / CATEGORY / "seed0"
     calibrated_dir.mkdir(parents=True)
     for name in ("student.pt", "seg.pt"):

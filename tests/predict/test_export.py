@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pfadseg import __version__
-from pfadseg.arch.base import load_teacher
+from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import config_from_dict
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pfadseg.export import (
@@ -109,7 +109,7 @@ def test_export_of_the_pfadseg_modules(trained_run: TrainedRun, tmp_path: Path) 
     generator = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random teacher
-        teacher = load_teacher(pfadseg, torch.device("cpu"))
+        teacher = DESTSEG.load_teacher(pfadseg, torch.device("cpu"))
     baseline = config_from_dict(tree)
     detector = AnomalyDetector(teacher, build_student(baseline.model, generator),
                                build_segnet(pfadseg.model, generator)).eval()

@@ -60,7 +60,7 @@ def test_both_stages_run_and_record_provenance(workspace: Path, tiny_config: Cal
     cfg = _cfg(tiny_config)
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
     TRAIN_SEG.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    meta = load_model_file(Layout().seg("bottle", 0), SEG_FILE.format)["meta"]
+    meta = load_model_file(Layout().model("bottle", 0, SEG_FILE.name), SEG_FILE.format)["meta"]
     assert meta["teacher"]["weights"] == "random" and "seed" in meta["teacher"]
     assert meta["stage_params"]["model.use_rcm"] is True and meta["device"] == "cpu"
     assert meta["rcm_layer_scale"] > 0 and meta["wall_time_s"] > 0
@@ -88,12 +88,12 @@ def test_losses_go_down(workspace: Path, tiny_config: Callable[..., Config]) -> 
 def test_same_seed_gives_identical_weights(workspace: Path, tiny_config: Callable[..., Config]) -> None:
     cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=3")
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    first = _state(Layout().student("bottle", 0), STUDENT_FILE.format)
+    first = _state(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format)
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    assert _equal(first, _state(Layout().student("bottle", 0), STUDENT_FILE.format))
+    assert _equal(first, _state(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format))
     other = _cfg(tiny_config, *BASELINE, "train.student.iterations=3", "seeds=[0,1]")
     TRAIN_STUDENT.invoke(other, Layout(), "bottle", 1, progress=False)
-    assert not _equal(first, _state(Layout().student("bottle", 1), STUDENT_FILE.format))
+    assert not _equal(first, _state(Layout().model("bottle", 1, STUDENT_FILE.name), STUDENT_FILE.format))
 
 
 def test_interrupted_run_resumes_to_the_same_weights(
@@ -101,11 +101,11 @@ def test_interrupted_run_resumes_to_the_same_weights(
 ) -> None:
     cfg = _cfg(tiny_config, *BASELINE, "train.student.iterations=5", "train.checkpoint_every=2")
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    uninterrupted = _state(Layout().student("bottle", 0), STUDENT_FILE.format)
-    Layout().student("bottle", 0).unlink()
+    uninterrupted = _state(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format)
+    Layout().model("bottle", 0, STUDENT_FILE.name).unlink()
 
     _interrupt_then_resume(cfg, monkeypatch)
-    assert _equal(uninterrupted, _state(Layout().student("bottle", 0), STUDENT_FILE.format))
+    assert _equal(uninterrupted, _state(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format))
 
 
 def _interrupt_then_resume(cfg: Config, monkeypatch: pytest.MonkeyPatch, stage: StageDef = TRAIN_STUDENT,
@@ -122,7 +122,7 @@ def _interrupt_then_resume(cfg: Config, monkeypatch: pytest.MonkeyPatch, stage: 
         return original_run(self, failing)
 
     monkeypatch.setattr(loop_module.TrainLoop, "run", crash_at_step_3)
-    path = Layout().run_dir("models", "bottle", 0) / file
+    path = Layout().model("bottle", 0, file)
     with pytest.raises(KeyboardInterrupt):
         stage.invoke(cfg, Layout(), "bottle", 0, progress=False)
     checkpoint = Layout().checkpoints("bottle", 0) / file.replace(".pt", ".ckpt")
@@ -143,7 +143,7 @@ def test_adps_trains_in_one_stage_resumes_exactly_and_evaluates(
     workspace: Path, tiny_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = _cfg(tiny_config, *ADPS)
-    path = Layout().run_dir("models", "bottle", 0) / ADPS_FILE.name
+    path = Layout().model("bottle", 0, ADPS_FILE.name)
     TRAIN_ADPS.invoke(cfg, Layout(), "bottle", 0, progress=False)
     content = load_model_file(path, ADPS_FILE.format)
     assert content["meta"]["config"]["model"]["arch"] == "adps"
@@ -174,11 +174,11 @@ def test_adps_on_the_wide_resnet_backbone_trains_calibrates_and_predicts(
     cfg = _cfg(tiny_config, *ADPS, "train.adps.epochs=1", "train.adps.milestones=[]",
                "model.adps.backbone=wide_resnet50_2")
     TRAIN_ADPS.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    content = load_model_file(Layout().run_dir("models", "bottle", 0) / ADPS_FILE.name, ADPS_FILE.format)
+    content = load_model_file(Layout().model("bottle", 0, ADPS_FILE.name), ADPS_FILE.format)
     assert content["state_dict"]["student.layer3.0.conv3.weight"].shape[0] == 1024
     CALIBRATE.invoke(cfg, Layout(), "bottle", 0)
     predictor = load_predictor(Layout().run_dir("models", "bottle", 0), device="cpu")
-    assert predictor.config.model.teacher_backbone == "wide_resnet50_2"
+    assert predictor.run.arch.teacher_backbone(predictor.config) == "wide_resnet50_2"
     assert predictor.detector.net.teacher.layer3[0].conv3.out_channels == 1024
 
 
@@ -188,7 +188,8 @@ def test_checkpoint_of_other_settings_is_not_resumed(workspace: Path, tiny_confi
     checkpoint.parent.mkdir(parents=True)
     torch.save({"format": loop_module.CHECKPOINT_FORMAT, "fingerprint": "other", "step": 2}, checkpoint)
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    assert load_model_file(Layout().student("bottle", 0), STUDENT_FILE.format)["meta"]["resumed_from"] == 0
+    student = load_model_file(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format)
+    assert student["meta"]["resumed_from"] == 0
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -212,7 +213,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     checkpoint = torch.load(Layout().checkpoints("bottle", 0) / "student.ckpt", weights_only=True)
     assert checkpoint["step"] == 2
     assert all(torch.isfinite(v).all() for v in checkpoint["modules"]["student"].values() if v.is_floating_point())
-    assert not Layout().student("bottle", 0).exists()
+    assert not Layout().model("bottle", 0, STUDENT_FILE.name).exists()
 
 
 def test_seg_stage_refuses_a_student_of_another_teacher(workspace: Path, tiny_config: Callable[..., Config]) -> None:
@@ -250,7 +251,7 @@ def test_both_stages_run_on_cuda_with_bf16_autocast(workspace: Path, tiny_config
     cfg = _cfg(tiny_config, "train.device=cuda", "train.amp=true", "train.channels_last=true")
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
     TRAIN_SEG.invoke(cfg, Layout(), "bottle", 0, progress=False)
-    meta = load_model_file(Layout().seg("bottle", 0), SEG_FILE.format)["meta"]
+    meta = load_model_file(Layout().model("bottle", 0, SEG_FILE.name), SEG_FILE.format)["meta"]
     assert meta["device"].startswith("cuda")
     assert all(torch.isfinite(torch.tensor(v)) for v in meta["final_losses"].values())
     EVALUATE.invoke(cfg, Layout(), "bottle", 0)
