@@ -20,7 +20,3 @@ MVTEC_TOTALS: dict[str, int] = {"train": 3629, "test": 1725, "test_good": 467, "
 KSDD2_CATEGORY = "ksdd2"
 KSDD2_TEST_COUNTS: dict[str, int] = {"test_good": 894, "test_defective": 110}
 
-
-def is_texture(category: str) -> bool:
-    """True for the five MVTec texture categories."""
-    return category in TEXTURE_CATEGORIES

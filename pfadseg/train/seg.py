@@ -11,18 +11,16 @@ from torch import nn
 
 from pfadseg.config import SegTrainConfig
 from pfadseg.models.anomaly_map import seg_input
+from pfadseg.models.segnet import SegNet
 from pfadseg.synth.composer import Batch, BatchComposer
 from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 
 
-def seg_optimizer(segnet: nn.Module, cfg: SegTrainConfig) -> torch.optim.Optimizer:
+def seg_optimizer(segnet: SegNet, cfg: SegTrainConfig) -> torch.optim.Optimizer:
     """SGD with two groups: residual blocks at lr_res, the head (ASPP or RCM and the classifier) at lr_head."""
-    return torch.optim.SGD(
-        [{"params": segnet.res.parameters(), "lr": cfg.lr_res},
-         {"params": segnet.head.parameters(), "lr": cfg.lr_head}],
-        lr=cfg.lr_head, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-    )
+    return torch.optim.SGD(segnet.param_groups(cfg.lr_res, cfg.lr_head), lr=cfg.lr_head, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
 
 
 def seg_step_fn(

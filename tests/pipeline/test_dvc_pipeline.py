@@ -79,3 +79,21 @@ def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace:
     for stage in ("train_student@", "train_seg@", "calibrate@", "evaluate@"):
         assert not _ran(out, stage), out
     assert "is cached - skipping run" in out, out
+
+
+def test_dvc_status_follows_the_code_each_stage_imports(workspace: Path) -> None:
+    """An edit reruns the stages whose import closure holds the file, and no others (the last test: it edits)."""
+
+    def stale_after_editing(relative: str) -> str:
+        path = workspace / relative
+        original = path.read_text()
+        try:
+            path.write_text(original + "\n# edited\n")
+            return run_dvc(workspace, "status").stdout
+        finally:
+            path.write_text(original)
+
+    out = stale_after_editing("pfadseg/data/images.py")
+    assert "evaluate@bottle-0" in out and "train_student@bottle-0" in out, out
+    out = stale_after_editing("pfadseg/report/tables.py")
+    assert "report" in out and "train_student" not in out and "evaluate@" not in out, out
