@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.device import autocast
+from pfadseg.device import amp_enabled, autocast
 from pfadseg.evaluate import ScoreRule
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
@@ -215,9 +215,10 @@ def calibrate_run(
 
     The composer draws from its own generator ``torch_generator(run_seed, category, "calibrate")``, distinct
     from the training streams (``"student"``/``"seg"``/``"adps"``, ``"batches"``); ``calibrate.n_samples``
-    of each kind, batch size ``eval.batch_size``, bf16 as ``train.amp``.
+    of each kind, batch size ``eval.batch_size``, bf16 as ``train.amp`` (:func:`pfadseg.device.amp_enabled`).
     """
     generator = torch_generator(run_seed, category, "calibrate", device=device)
     composer = make_composer(cfg, category, train_images_uint8, bank, device, generator)
     return calibrate_threshold(detector, composer, n_samples=cfg.calibrate.n_samples,
-                               batch_size=cfg.eval.batch_size, score=score, device=device, amp=cfg.train.amp)
+                               batch_size=cfg.eval.batch_size, score=score, device=device,
+                               amp=amp_enabled(device, cfg.train))

@@ -257,6 +257,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
     channels_last: bool
+    accelerator_path_on_cpu: bool
     compile: bool
     checkpoint_every: int = num(1)
     log_every: int = num(1)
@@ -422,7 +423,7 @@ def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
 
 # Keys added after trained model files started storing their config, with the value that reproduces what older
 # versions did: a stored config lacking one is read with it (anything else missing still fails validation).
-ADDED_KEYS: dict[str, Any] = {"model.adps.backbone": "resnet18"}
+ADDED_KEYS: dict[str, Any] = {"model.adps.backbone": "resnet18", "train.accelerator_path_on_cpu": False}
 
 
 def upgrade_stored_config(tree: Mapping[str, Any]) -> dict[str, Any]:

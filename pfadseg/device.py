@@ -31,17 +31,27 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def _accelerated(device: torch.device, cfg: TrainConfig) -> bool:
+    """Whether the accelerator code path runs: on CUDA, or on the CPU with ``train.accelerator_path_on_cpu``."""
+    return device.type == "cuda" or cfg.accelerator_path_on_cpu
+
+
+def amp_enabled(device: torch.device, cfg: TrainConfig) -> bool:
+    """bf16 autocast on ``device``: ``train.amp`` on the accelerator path, never otherwise."""
+    return cfg.amp and _accelerated(device, cfg)
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when ``enabled``; fp32 everywhere else."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on ``device`` when ``enabled`` (see :func:`amp_enabled`); fp32 otherwise."""
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def prepare_module(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
-    """Move to ``device``; channels_last on CUDA when configured."""
+    """Move to ``device``; channels_last when ``train.channels_last`` on the accelerator path."""
     module = module.to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last and _accelerated(device, cfg):
         module = module.to(memory_format=torch.channels_last)
     return module
 

@@ -54,7 +54,7 @@ class BranchMaps:
 def infer_maps(
     detector: nn.Module, images: np.ndarray, *, batch_size: int, device: torch.device, amp: bool
 ) -> BranchMaps:
-    """Run the detector over uint8 N x H x W x 3 images in batches; no gradients, bf16 on CUDA when ``amp``."""
+    """Run the detector over uint8 N x H x W x 3 images in batches; no gradients, bf16 autocast when ``amp``."""
     detector.eval()
     seg_maps, dest_maps = [], []
     for start in range(0, len(images), batch_size):

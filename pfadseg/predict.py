@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from pfadseg.config import Config
 from pfadseg.data.images import ImageReadError, normalize, to_tensor
-from pfadseg.device import autocast, configure_backends, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
 from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
 from pfadseg.runs import TrainedRun
@@ -111,7 +111,7 @@ class Predictor:
                        score=self.score, image_threshold=self.image_threshold,
                        pixel_threshold=self.pixel_threshold,
                        batch_size=batch_size or self.config.eval.batch_size, device=self.device,
-                       amp=self.config.train.amp, progress=progress)
+                       amp=amp_enabled(self.device, self.config.train), progress=progress)
 
 
 _NO_THRESHOLD = ("{path}: the run is not calibrated (no calibration.json; run its calibrate stage: dvc repro, or "

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
-from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.anomaly_map import seg_input
 from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
 from pfadseg.seeding import torch_generator
@@ -74,7 +74,7 @@ def bench_models(cfg: Config, *, image_size: int = 256, batch_size: int = 16, de
             return nets["segnet"](seg_input(nets["student"](x), nets["teacher"](x)))
 
         row: dict[str, Any] = {k: count_parameters(v) for k, v in nets.items()}
-        with torch.inference_mode(), autocast(dev, cfg.train.amp):
+        with torch.inference_mode(), autocast(dev, amp_enabled(dev, cfg.train)):
             x1 = torch.randn(1, 3, image_size, image_size, device=dev)
             feats = (nets["student"](x1), nets["teacher"](x1))
             row["gflops_teacher"] = _flops(nets["teacher"], x1) / 1e9

@@ -14,7 +14,7 @@ import torch
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
-from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
@@ -67,7 +67,7 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
             teacher = DESTSEG.load_teacher(vcfg, dev)
             student = prepare_module(build_student(vcfg.model), dev, vcfg.train)
             segnet = prepare_module(build_segnet(vcfg.model), dev, vcfg.train)
-            amp = partial(autocast, dev, vcfg.train.amp)
+            amp = partial(autocast, dev, amp_enabled(dev, vcfg.train))
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
             student_rate = _time_steps(

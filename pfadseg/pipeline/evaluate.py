@@ -14,7 +14,7 @@ from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import scan_category
-from pfadseg.device import configure_backends, resolve_device
+from pfadseg.device import amp_enabled, configure_backends, resolve_device
 from pfadseg.evaluate import BRANCHES, PIXEL_SKIPPED, evaluate_branches, infer_maps, score_table
 from pfadseg.fsio import atomic_path, write_json
 from pfadseg.paths import Layout
@@ -51,7 +51,7 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     run = TrainedRun.open(layout.run_dir("models", category, seed), expect=cfg)
     rule = run.arch.score_rule(cfg)
     maps = infer_maps(run.detector(device), test_set.images, batch_size=cfg.eval.batch_size, device=device,
-                      amp=cfg.train.amp)
+                      amp=amp_enabled(device, cfg.train))
     results = evaluate_branches(maps, test_set, cfg.eval, rule, pixel_level=pixel_level)
     wall = time.perf_counter() - began
 

@@ -17,7 +17,7 @@ from pfadseg.arch.base import Architecture, ModelFile, same_teacher
 from pfadseg.artifacts import load_model_file, save_model_file
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_train_set
-from pfadseg.device import autocast, configure_backends, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
 from pfadseg.synth.bank import AnomalyBank
@@ -68,7 +68,7 @@ class TrainingSession:
         return torch_generator(self.seed, self.category, self.stage, "batches", device=self.device)
 
     def amp(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-        return partial(autocast, self.device, self.cfg.train.amp)
+        return partial(autocast, self.device, amp_enabled(self.device, self.cfg.train))
 
     def run(self, *, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
             iterations: int, step: Callable[[int], dict[str, torch.Tensor]], file: ModelFile,

@@ -1,0 +1,138 @@
+"""The GPU code path on the CPU (train.accelerator_path_on_cpu): bf16 autocast and channels_last networks through
+every stage, predict and export, so that dtype and memory-format bugs fail in CI, not on a user's GPU."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from pfadseg.arch.adps import ADPS_FILE
+from pfadseg.arch.destseg import SEG_FILE, STUDENT_FILE
+from pfadseg.artifacts import load_model_file
+from pfadseg.config import Config
+from pfadseg.device import amp_enabled, autocast, prepare_module
+from pfadseg.paths import Layout
+from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.adps import TRAIN_ADPS
+from pfadseg.pipeline.bank import run_bank
+from pfadseg.pipeline.calibrate import CALIBRATE
+from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.pipeline.evaluate import EVALUATE
+from pfadseg.predict import load_predictor
+from pfadseg.train import loop as loop_module
+
+ACCELERATOR_PATH = ("train.amp=true", "train.channels_last=true", "train.accelerator_path_on_cpu=true")
+OFFLINE = ("data.source=synthetic", "data.textures=procedural", "model.teacher_weights=random",
+           "data.categories=[bottle]", "train.student.iterations=2", "train.seg.iterations=2", "train.log_every=1")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., Config]) -> Path:
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(*OFFLINE)
+    acquire_images(cfg, Layout(), progress=False)
+    acquire_textures(cfg, Layout(), progress=False)
+    run_bank(cfg, Layout(), progress=False)
+    return tmp_path
+
+
+def test_the_accelerator_path_is_off_on_the_cpu_unless_asked(tiny_config: Callable[..., Config]) -> None:
+    cpu = torch.device("cpu")
+    assert not amp_enabled(cpu, tiny_config("train.amp=true").train), "the CPU default stays fp32"
+    assert amp_enabled(cpu, tiny_config(*ACCELERATOR_PATH).train)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert prepare_module(conv, cpu, tiny_config(*ACCELERATOR_PATH).train).weight.is_contiguous(
+        memory_format=torch.channels_last)
+    with autocast(cpu, True):
+        assert conv(torch.randn(1, 3, 8, 8)).dtype == torch.bfloat16
+
+
+def _losses_seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """Records what every training step returns."""
+    seen: list[dict[str, torch.Tensor]] = []
+    original = loop_module.TrainLoop.run
+
+    def run(self: loop_module.TrainLoop, step_fn: Callable[[int], dict]) -> object:
+        def recording(step: int) -> dict:
+            seen.append(out := step_fn(step))
+            return out
+
+        return original(self, recording)
+
+    monkeypatch.setattr(loop_module.TrainLoop, "run", run)
+    return seen
+
+
+def _assert_fp32_state(state: dict[str, torch.Tensor]) -> None:
+    """Weights and BN statistics stay float32 and finite under autocast."""
+    for key, value in state.items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float32, key
+            assert torch.isfinite(value).all(), key
+
+
+def test_every_stage_runs_in_bf16_with_channels_last(
+    workspace: Path, tiny_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config(*OFFLINE, *ACCELERATOR_PATH)
+    seen = _losses_seen(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the random teacher
+        TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
+        TRAIN_SEG.invoke(cfg, Layout(), "bottle", 0, progress=False)
+        CALIBRATE.invoke(cfg, Layout(), "bottle", 0)
+        EVALUATE.invoke(cfg, Layout(), "bottle", 0)
+    assert len(seen) == 4 and all(v.dtype == torch.float32 and torch.isfinite(v) for s in seen for v in s.values())
+    for file in (STUDENT_FILE, SEG_FILE):
+        _assert_fp32_state(load_model_file(Layout().model("bottle", 0, file.name), file.format)["state_dict"])
+    metrics = json.loads(Layout().metrics("bottle", 0).read_text())
+    assert 0.0 <= metrics["seg"]["image_auroc"] <= 1.0 and 0.0 <= metrics["seg"]["pixel_ap"] <= 1.0
+    calibration = json.loads(Layout().calibration("bottle", 0).read_text())["calibration"]
+    assert 0.0 <= calibration["image_threshold"] <= 1.0
+
+    predictor = load_predictor(Layout().run_dir("models", "bottle", 0), device="cpu")
+    assert amp_enabled(predictor.device, predictor.config.train)
+    images = sorted((Layout().images / "bottle" / "test").rglob("*.png"))[:3]
+    report = predictor.predict(images, workspace / "out", progress=False)
+    assert report.n_ok == 3 and not report.failed
+
+    pytest.importorskip("onnxruntime")
+    from pfadseg.export import export_predictor, verify_onnx
+
+    export_predictor(predictor, workspace / "model.onnx")
+    fp32 = load_predictor(Layout().run_dir("models", "bottle", 0), device="cpu", require_threshold=False)
+    diff = verify_onnx(workspace / "model.onnx", fp32.detector, image_size=fp32.image_size, top_k=fp32.top_k)
+    assert max(diff.values()) < 1e-4, "the export of a bf16-trained run is an fp32 graph"
+
+
+def test_adps_runs_in_bf16_with_channels_last(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cfg = tiny_config(*OFFLINE, *ACCELERATOR_PATH, "model.arch=adps", "model.adps.k=2", "train.adps.epochs=1",
+                      "train.adps.milestones=[]", "train.adps.batch_size=4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        TRAIN_ADPS.invoke(cfg, Layout(), "bottle", 0, progress=False)
+        CALIBRATE.invoke(cfg, Layout(), "bottle", 0)
+        EVALUATE.invoke(cfg, Layout(), "bottle", 0)
+    content = load_model_file(Layout().model("bottle", 0, ADPS_FILE.name), ADPS_FILE.format)
+    _assert_fp32_state(content["state_dict"])
+    assert all(torch.isfinite(torch.tensor(v)) for v in content["meta"]["final_losses"].values())
+    assert 0.0 <= json.loads(Layout().metrics("bottle", 0).read_text())["seg"]["image_auroc"] <= 1.0
+
+
+def test_a_compiled_student_trains(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    """train.compile: inductor on the CPU (needs a C compiler), the same stage code as on a GPU."""
+    cfg = tiny_config(*OFFLINE, "train.compile=true", "model.use_aff=false", "model.use_pcar=false")
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
+    content = load_model_file(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the student ran compiled"
+    assert not any(k.startswith("_orig_mod.") for k in content["state_dict"]), "the plain module's weights"
+    _assert_fp32_state(content["state_dict"])
+    assert all(torch.isfinite(torch.tensor(v)) for v in content["meta"]["final_losses"].values())
