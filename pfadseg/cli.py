@@ -329,6 +329,25 @@ def bench_predict_cmd(
     bench_predict(_config(params, set_), image_size=image_size, device=device, batch_sizes=(1, batch_size))
 
 
+@bench_app.command("gpu-check")
+def bench_gpu_check_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for gpu-check.json.")],
+    device: str = "cuda",
+    tiny: Annotated[bool, typer.Option(help="Tiny sizes (the CPU twin that CI runs).")] = False,
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time torch.compile.")] = True,
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Composer, both stages (fp32/bf16, compiled or not), inference, one category and the projected protocol time."""
+    from pfadseg.pipeline.gpu_check import gpu_check
+
+    cfg = _config(params, set_)
+    try:
+        gpu_check(cfg, device=device, out=out, tiny=tiny, compile_=compile_)
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+
+
 @bench_app.command("synth")
 def bench_synth_cmd(
     batch_size: int = 16,

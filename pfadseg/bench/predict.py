@@ -70,7 +70,8 @@ def bench_predict(
 ) -> dict[str, Any]:
     """Images/s and ms per image of both variants at each batch size and precision; print a table.
 
-    ``amp_modes``: ``fp32`` and/or ``bf16`` (CUDA only; default both there, fp32 on CPU). Other model options
+    ``amp_modes``: ``fp32`` and/or ``bf16`` (CUDA, or the CPU with ``train.accelerator_path_on_cpu``; default
+    both on CUDA, fp32 on CPU). Other model options
     (AFF/PCAR/RCM details, ``train.channels_last``) and ``eval.top_k`` come from ``cfg``.
     """
     dev = resolve_device(device)
@@ -79,8 +80,8 @@ def bench_predict(
     for mode in modes:
         if mode not in ("fp32", "bf16"):
             raise ValueError(f"amp mode {mode!r}: use fp32 or bf16")
-        if mode == "bf16" and dev.type != "cuda":
-            raise ValueError("bf16 autocast is used on CUDA only (train.amp is ignored on CPU)")
+        if mode == "bf16" and dev.type != "cuda" and not cfg.train.accelerator_path_on_cpu:
+            raise ValueError("bf16 autocast is used on CUDA only (on the CPU with train.accelerator_path_on_cpu)")
     top_k = min(cfg.eval.top_k, image_size * image_size)
     generator = torch_generator(cfg.seed, "bench-predict")
     results: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev), "image_size": image_size,

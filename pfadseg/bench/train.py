@@ -14,7 +14,7 @@ import torch
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
-from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, maybe_compile, prepare_module, resolve_device
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
@@ -54,7 +54,8 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                  "bank.n_textures=16", "data.procedural_textures.per_class=2",
                  f"data.procedural_textures.image_size={image_size}")
     images = numpy_rng(base.seed, "bench").integers(0, 256, (32, image_size, image_size, 3), dtype=np.uint8)
-    results: dict[str, Any] = {"device": str(dev), "image_size": image_size, "batch_size": batch_size}
+    results: dict[str, Any] = {"device": str(dev), "image_size": image_size, "batch_size": batch_size,
+                               "bf16": amp_enabled(dev, base.train), "compile": base.train.compile}
     with tempfile.TemporaryDirectory() as tmp:
         textures = Path(tmp) / "textures"
         make_procedural_textures(textures, base.data.procedural_textures)
@@ -71,11 +72,13 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
             student_rate = _time_steps(
-                student_step_fn(teacher, student, student_optimizer(student, scfg), composer, scfg, amp),
+                student_step_fn(teacher, maybe_compile(student, vcfg.train), student_optimizer(student, scfg), composer,
+                                scfg, amp),
                 iterations, dev)
             student_mem = _peak_memory_mb(dev)
             seg_rate = _time_steps(
-                seg_step_fn(teacher, student, segnet, seg_optimizer(segnet, gcfg), composer, gcfg, amp),
+                seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train), seg_optimizer(segnet, gcfg), composer,
+                            gcfg, amp),
                 iterations, dev)
             results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem,
                              "seg_it_s": seg_rate, "seg_peak_mb": _peak_memory_mb(dev)}
@@ -84,7 +87,8 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
 
 
 def _print(results: dict[str, Any], cfg: Config) -> None:
-    print(f"bench train: device {results['device']}, {results['image_size']} px, batch {results['batch_size']}")
+    print(f"bench train: device {results['device']}, {results['image_size']} px, batch {results['batch_size']}, "
+          f"bf16 {results['bf16']}, compile {results['compile']}")
     print(f"{'variant':<10} {'student it/s':>13} {'peak MiB':>9} {'seg it/s':>9} {'peak MiB':>9} "
           f"{'full category (s)':>18}")
     for name in VARIANTS:
