@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA tests, then `pfadseg bench gpu-check` (composer, both stages in fp32/bf16 with and without
+# The GPU check: CUDA tests, then `pfadseg bench gpu-check` (composer, both stages in fp32, bf16 and bf16 with
 # torch.compile, inference at batch 1 and 64, peak memory, one category through the stages, projected protocol
 # time). Prints one table; writes gpu-check.json (and the test log) into --out.
 #
