@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pfadseg.report.ablation import parse_exp_show, render_ablation, variants
+import pytest
+
+from pfadseg.report.ablation import ExperimentResult, paired_difference, parse_exp_show, pick, render_ablation, variants
 from pfadseg.report.tables import NOT_RUN, Provenance
 
 
@@ -78,3 +81,49 @@ def test_adps_experiment_gets_its_own_row_and_never_fills_a_switch_row() -> None
 
 def test_no_adps_row_without_an_adps_experiment() -> None:
     assert "| ADPS |" not in render_ablation(parse_exp_show(_exp_show()), Provenance({}, []))
+
+
+def _seeded(name: str, rcm: bool, aff: bool, pcar: bool, iap: dict[tuple[str, int], float]) -> dict[str, Any]:
+    entry = _entry(name, rcm, aff, pcar, {})
+    entry["data"]["metrics"] = {f"metrics/{cat}/seed{seed}.json": {"data": {"seg": {"iap": value}}}
+                                for (cat, seed), value in iap.items()}
+    return entry
+
+
+def _two_seed_grid() -> list[ExperimentResult]:
+    base = {("bottle", 0): 0.50, ("bottle", 1): 0.52, ("carpet", 0): 0.60, ("carpet", 1): 0.62}
+    full = {key: value + step / 100 for (key, value), step in zip(base.items(), (1, 2, 3, 4), strict=True)}
+    noisy = {key: value + step / 100 for (key, value), step in zip(base.items(), (-3, 3, -2, 2), strict=True)}
+    main = _seeded("main", True, True, True, full)
+    main["experiments"] = [{"revs": [_seeded("ablation-1-none", False, False, False, base)]},
+                           {"revs": [_seeded("ablation-2-rcm", True, False, False, noisy)]}]
+    return parse_exp_show([main])
+
+
+def test_paired_difference_matches_a_hand_computed_t_interval() -> None:
+    results = _two_seed_grid()
+    rows = variants()
+    diff = paired_difference(pick(results, rows[-1]), pick(results, rows[0]), "iap")
+    # differences 1, 2, 3, 4 points: mean 2.5, sd sqrt(5/3), t(0.975, 3) = 3.182446305
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert diff is not None and diff.n == 4 and diff.mean == pytest.approx(2.5)
+    assert (diff.low, diff.high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    assert diff.excludes_zero and str(diff) == "**+2.5 [+0.4, +4.6]**"
+    noisy = paired_difference(pick(results, rows[1]), pick(results, rows[0]), "iap")
+    assert noisy is not None and noisy.mean == pytest.approx(0.0) and not noisy.excludes_zero
+    assert paired_difference(pick(results, rows[1]), pick(results, rows[1]), "pixel_ap") is None
+
+
+def test_the_report_gives_seed_std_and_marks_real_differences() -> None:
+    text = render_ablation(_two_seed_grid(), Provenance({}, []))
+    assert _row(text, 7)[12] == "58.5 ± 2.1", "seed means 57 and 60"
+    against_row_1 = text[text.index("### Against row 1"):text.index("### Against row 7")]
+    row7 = next(line for line in against_row_1.splitlines() if line.startswith("| 7 |"))
+    assert "**+2.5 [+0.4, +4.6]**" in row7 and "| 4 |" in row7
+    assert "+4.1" in row7, "the paper's IAP difference, row 7 minus row 1 (78.7 - 74.6)"
+    assert "One training seed" not in text
+    assert "3 rows found ran 12 category × seed runs over 2 training seed(s): 8 students and 12 segmentation" in text
+
+
+def test_one_seed_says_the_intervals_cover_categories_only() -> None:
+    assert "One training seed" in render_ablation(parse_exp_show(_exp_show()), Provenance({}, []))
