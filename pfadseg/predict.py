@@ -5,10 +5,12 @@ A model is a trained run's folder (``models/<category>/seed<k>/``: ``student.pt`
 stored config); the decision thresholds come from its ``calibration.json`` (fitted by :mod:`pfadseg.calibrate`
 on synthetic anomalies, never on test data) unless given explicitly.
 
-Per image (any size; grayscale, RGB, RGBA, palette; PNG, JPEG, BMP, TIFF): the same preprocessing as the
-evaluation (PIL ``convert("RGB")``, bilinear squash-resize to ``data.image_size``, ImageNet normalisation),
-the segmentation map, the image score (the architecture's rule, as the evaluation), the decision ``score >=
-image_threshold``, and, at the image's original resolution (the map upsampled bilinearly):
+Per image (at least ``MIN_IMAGE_SIDE`` = 32 px a side; grayscale, RGB, RGBA, palette, 16-bit; PNG, JPEG, BMP,
+TIFF): the same preprocessing as the evaluation (:func:`pfadseg.data.images.read_rgb`: EXIF orientation applied,
+high bit depths scaled to 8 bit, then PIL ``convert("RGB")``; bilinear squash-resize to ``data.image_size``;
+ImageNet normalisation), the segmentation map, the image score (the architecture's rule, as the evaluation),
+the decision ``score >= image_threshold``, and, at the image's (upright) resolution (the map upsampled
+bilinearly):
 
 * ``<stem>_heatmap.png``: the map on a fixed [0, 1] scale (jet colour map; not stretched per image, so a
   normal image stays blue);
@@ -17,8 +19,8 @@ image_threshold``, and, at the image's original resolution (the map upsampled bi
 
 Output paths mirror the inputs' folders below their common parent, so ``good/000.png`` and ``crack/000.png``
 do not collide; same-stem files of one folder (``a.png``, ``a.jpg``) keep their suffix (``a_png_*``). Every
-file is written atomically, the three of an image together; an unreadable image is logged, listed in the
-report and in ``predictions.csv`` with the reason, and earlier outputs under its name are removed.
+file is written atomically, the three of an image together; an unreadable or too small image is logged, listed
+in the report and in ``predictions.csv`` with the reason, and earlier outputs under its name are removed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pfadseg.config import Config
-from pfadseg.data.images import ImageReadError, normalize, to_tensor
+from pfadseg.data.images import ImageReadError, normalize, read_rgb, to_tensor
 from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
 from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
@@ -219,16 +221,6 @@ def collect_inputs(inputs: Sequence[Path | str], out_dir: Path | str | None = No
 
 
 # ---------------------------------------------------------------------------------------------- images
-
-
-def read_rgb(path: Path) -> Image.Image:
-    """Fully decoded RGB image, as :func:`pfadseg.data.images.load_image` reads (before its resize)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: cannot read image ({exc})") from exc
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:

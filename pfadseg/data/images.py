@@ -1,4 +1,9 @@
-"""Image and mask reading per the DeSTSeg protocol (destseg-protocol.md 1.2 and 1.5), and normalisation."""
+"""Image and mask reading per the DeSTSeg protocol (destseg-protocol.md 1.2 and 1.5), and normalisation.
+
+Every image the project reads (datasets, textures, ``predict``) goes through :func:`read_rgb`: EXIF orientation
+applied, 16-bit and float images scaled to 8 bit, images under ``MIN_IMAGE_SIDE`` px rejected; ordinary 8-bit
+images are read exactly as PIL ``convert("RGB")`` reads them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -23,31 +28,80 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MASK_THRESHOLD = 0.5
 MAX_WORKERS = 4
+MIN_IMAGE_SIDE = 32  # px, the smaller side of an image (the student reaches 1/32 of its input)
+UINT16_MAX = 65535
 
 
 class ImageReadError(ValueError):
-    """An image or mask file that cannot be decoded (missing, unreadable, truncated)."""
+    """An image or mask file that cannot be decoded (missing, unreadable, truncated) or used (too small, odd range)."""
 
 
-def _open(path: Path, mode: str) -> Image.Image:
-    """Fully decode ``path`` and convert it to ``mode``; truncated files fail here, not later."""
+def open_image(path: Path) -> Image.Image:
+    """``path`` fully decoded (truncation fails here) in its own mode, turned upright by its EXIF orientation."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode)
+            return ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({exc})") from exc
 
 
+def _is_high_bit(mode: str) -> bool:
+    """Single-channel 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) modes."""
+    return mode.startswith("I;16") or mode in ("I", "F")
+
+
+def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
+    """High-bit-depth single-channel images as 8-bit ``L``; other modes unchanged.
+
+    16-bit values (``I;16*``, and ``I`` within 0..65535, as 16-bit PNG/PGM may open) become ``value >> 8``, the
+    rule Pillow itself applies to 48/64-bit RGB(A) PNG and TIFF; float (``F``) values in [0, 1] become
+    ``round(value * 255)``. Other ranges have no known scale and raise :class:`ImageReadError`.
+    """
+    if not _is_high_bit(image.mode):
+        return image
+    values = np.asarray(image)
+    if image.mode == "F":
+        finite = bool(np.isfinite(values).all())
+        if not finite or values.min() < 0.0 or values.max() > 1.0:
+            found = f"values {values.min():g} to {values.max():g}" if finite else "NaN or inf values"
+            raise ImageReadError(f"{path}: float image with {found}; only floats in [0, 1] have a known scale: "
+                                 "save it as such, or as 8-bit or 16-bit integers")
+        return Image.fromarray(np.rint(values * 255.0).astype(np.uint8))
+    if values.min() < 0 or values.max() > UINT16_MAX:
+        raise ImageReadError(f"{path}: 32-bit integer image with values {values.min()} to {values.max()}, outside "
+                             f"the 16-bit range 0..{UINT16_MAX}; save it as 8-bit or 16-bit")
+    return Image.fromarray((values.astype(np.uint16) >> 8).astype(np.uint8))
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """8-bit RGB, as every dataset, texture and predict image is read; a side under ``MIN_IMAGE_SIDE`` raises."""
+    path = Path(path)
+    image = open_image(path)
+    if min(image.size) < MIN_IMAGE_SIDE:
+        raise ImageReadError(f"{path}: image is {image.width} x {image.height} px; its smaller side must be at "
+                             f"least {MIN_IMAGE_SIDE} px (too small to train on or score; use the full-size image)")
+    return _to_8bit(image, path).convert("RGB")
+
+
 def load_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 ``size`` x ``size`` x 3: PIL convert("RGB"), PIL bilinear squash-resize (protocol 1.2)."""
-    image = _open(Path(path), "RGB").resize((size, size), Image.BILINEAR)
+    """RGB uint8 ``size`` x ``size`` x 3: :func:`read_rgb`, PIL bilinear squash-resize (protocol 1.2)."""
+    image = read_rgb(path).resize((size, size), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8).copy()
 
 
 def load_mask(path: Path, size: int) -> np.ndarray:
-    """Boolean ``size`` x ``size`` mask: [0,1] tensor, torchvision antialiased bilinear resize, >= 0.5."""
-    mask = np.asarray(_open(Path(path), "L"), dtype=np.float32) / 255.0
+    """Boolean ``size`` x ``size`` mask: [0,1] tensor, torchvision antialiased bilinear resize, >= 0.5.
+
+    Read as images are (:func:`open_image`, :func:`_to_8bit`, then ``L``); a high-bit-depth mask whose non-zero
+    values all lie below half its range (e.g. 0/255 stored as 16-bit) would come out empty and raises instead.
+    """
+    path = Path(path)
+    image = open_image(path)
+    mask = np.asarray(_to_8bit(image, path).convert("L"), dtype=np.float32) / 255.0
+    if _is_high_bit(image.mode) and mask.max() < MASK_THRESHOLD and np.asarray(image).any():
+        raise ImageReadError(f"{path}: {image.mode} mask whose non-zero values all lie below half of its range, "
+                             "so it would be empty; save masks as 0/255 (8-bit) or 0/65535 (16-bit)")
     resized = TF.resize(torch.from_numpy(mask)[None], [size, size], interpolation=InterpolationMode.BILINEAR,
                         antialias=True)
     return (resized[0] >= MASK_THRESHOLD).numpy()
@@ -94,7 +148,9 @@ def load_test_set(files: CategoryFiles, size: int) -> TestSet:
             masks[i] = load_mask(item.mask, size)
     labels = masks.any(axis=(1, 2))
     folder_labels = np.array([item.label for item in files.test], dtype=bool)
-    disagree = int((labels != folder_labels).sum())
+    # a defective image without a mask is no disagreement: evaluation then skips the pixel metrics and says so
+    has_mask = np.array([item.mask is not None or not item.label for item in files.test], dtype=bool)
+    disagree = int((labels != folder_labels)[has_mask].sum())
     if disagree:
         log.warning("%s: %d test image(s) whose label from the resized mask differs from the folder label "
                     "(the mask label is used, as in DeSTSeg)", files.category, disagree)

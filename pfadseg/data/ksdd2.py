@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pfadseg.data.categories import KSDD2_CATEGORY, KSDD2_TEST_COUNTS
+from pfadseg.data.images import ImageReadError, open_image
 from pfadseg.data.layout import GOOD, LayoutError, image_files
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,11 @@ def find_ksdd2_root(extracted: Path) -> Path:
 
 
 def _read(path: Path) -> Image.Image:
-    """Fully decode ``path`` (truncated files fail here, naming the file)."""
+    """``path`` as the loader reads it (:func:`open_image`: decoded, EXIF-upright); errors name the file."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise LayoutError(f"{path}: cannot read image ({exc})") from exc
+        return open_image(path)
+    except ImageReadError as exc:
+        raise LayoutError(str(exc)) from exc
 
 
 def _defect_mask(image: Path, gt: Path) -> np.ndarray:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pfadseg.data.images import (
     ImageReadError,
@@ -75,6 +77,129 @@ def test_unreadable_and_missing_files_name_the_file(tmp_path: Path) -> None:
         load_mask(tmp_path / "absent_mask.png", 32)
 
 
+# ------------------------------------------------------------------- 8-bit unchanged, high bit depths, EXIF, size
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "JPEG"])
+def test_8bit_images_read_exactly_as_pil_convert_rgb_and_bilinear_resize(tmp_path: Path, mode: str) -> None:
+    rgb = Image.fromarray(_gradient(70, 100))
+    image = {"L": rgb.convert("L"), "RGBA": rgb.convert("RGBA"), "P": rgb.quantize(32)}.get(mode, rgb)
+    path = _save(tmp_path / ("a.jpg" if mode == "JPEG" else "a.png"), image)
+    expected = np.asarray(Image.open(path).convert("RGB").resize((64, 64), Image.BILINEAR))  # the reading before
+    np.testing.assert_array_equal(load_image(path, 64), expected)
+
+
+def _ramp16(h: int = 64, w: int = 64) -> np.ndarray:
+    """0 .. 65535 across the image, low bytes non-zero (so ``>> 8`` and ``/ 257`` differ)."""
+    return (np.arange(h * w, dtype=np.uint32) * 65535 // (h * w - 1)).astype(np.uint16).reshape(h, w)
+
+
+def _png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit-per-channel PNG (gray, RGB or RGBA), written by hand: Pillow cannot write 48/64-bit PNG."""
+    h, w = values.shape[:2]
+    color_type = {1: 0, 3: 2, 4: 6}[1 if values.ndim == 2 else values.shape[2]]
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["png", "png-by-hand", "tiff-big-endian", "pgm"])
+def test_16bit_grayscale_is_scaled_to_8bit_not_clipped(tmp_path: Path, kind: str) -> None:
+    ramp = _ramp16()
+    if kind == "png-by-hand":
+        path = _png16(tmp_path / "g.png", ramp)
+    else:
+        image = Image.fromarray(ramp)
+        if kind == "tiff-big-endian":
+            image = Image.frombytes("I;16B", image.size, ramp.astype(">u2").tobytes())
+        path = _save(tmp_path / f"g.{kind.split('-')[0]}", image)
+    assert Image.open(path).mode in ("I;16", "I;16B", "I")  # what Pillow opens 16-bit files as
+    out = load_image(path, 64)
+    expected = (ramp >> 8).astype(np.uint8)  # the 8-bit ramp: value >> 8
+    np.testing.assert_array_equal(out, np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_16bit_rgb_and_rgba_are_scaled_like_16bit_gray(tmp_path: Path) -> None:
+    ramp = _ramp16()
+    rgb = np.dstack([ramp, ramp[::-1], ramp.T])
+    expected = (rgb >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(load_image(_png16(tmp_path / "rgb.png", rgb), 64), expected)
+    rgba = np.dstack([rgb, np.full(ramp.shape, 65535, np.uint16)])
+    np.testing.assert_array_equal(load_image(_png16(tmp_path / "rgba.png", rgba), 64), expected)
+
+
+def test_float_and_32bit_images_have_a_documented_scale(tmp_path: Path) -> None:
+    floats = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    out = load_image(_save(tmp_path / "f.tif", Image.fromarray(floats)), 64)
+    np.testing.assert_array_equal(out[..., 0], np.rint(floats * 255).astype(np.uint8))
+    for name, values, message in [
+        ("f2.tif", floats * 300, r"float image with values 0 to 300; only floats in \[0, 1\]"),
+        ("nan.tif", np.where(floats > 0.5, np.nan, floats).astype(np.float32), "NaN or inf"),
+        ("i32.tif", _ramp16().astype(np.int32) * 4 - 1000, "outside the 16-bit range"),
+    ]:
+        path = _save(tmp_path / name, Image.fromarray(values))
+        with pytest.raises(ImageReadError, match=str(path) + ".*" + message):
+            load_image(path, 64)
+
+
+def test_16bit_masks_binarise_at_half_their_range(tmp_path: Path) -> None:
+    mask = np.zeros((64, 64), np.uint16)
+    mask[8:24, 8:24] = 65535
+    mask[40:56, 40:56] = 20000  # below half of the 16-bit range: background, as 78 is in an 8-bit mask
+    out = load_mask(_save(tmp_path / "m.png", Image.fromarray(mask)), 32)
+    expected = np.zeros((32, 32), bool)
+    expected[4:12, 4:12] = True
+    np.testing.assert_array_equal(out, expected)
+    eight_bit = (mask >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(out, load_mask(_save(tmp_path / "m8.png", Image.fromarray(eight_bit)), 32))
+
+    low = _save(tmp_path / "low.png", Image.fromarray((mask > 0).astype(np.uint16) * 255))  # 0/255 in 16 bit
+    with pytest.raises(ImageReadError, match=str(low) + ".*save masks as 0/255 \\(8-bit\\) or 0/65535"):
+        load_mask(low, 32)
+
+
+def _oriented(path: Path, array: np.ndarray, orientation: int = 6, **kwargs: object) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(path, Image.fromarray(array), exif=exif, **kwargs)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks(tmp_path: Path) -> None:
+    array = _gradient(40, 96)  # landscape as stored; orientation 6: shown rotated 90 degrees clockwise
+    upright = np.rot90(array, k=-1)
+    png = _oriented(tmp_path / "o.png", array)
+    np.testing.assert_array_equal(load_image(png, 96), np.asarray(Image.fromarray(upright).resize((96, 96),
+                                                                                                  Image.BILINEAR)))
+    jpeg = _oriented(tmp_path / "o.jpg", array, quality=95)
+    with Image.open(jpeg) as im:
+        assert im.size == (96, 40)
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB").resize((64, 64), Image.BILINEAR))
+    out = load_image(jpeg, 64)
+    np.testing.assert_array_equal(out, expected)
+    stored = np.asarray(Image.open(jpeg).convert("RGB").resize((64, 64), Image.BILINEAR))
+    assert np.abs(out.astype(int) - stored).mean() > 10  # not the stored orientation
+
+    mask = np.zeros((40, 96), np.uint8)
+    mask[:, :48] = 255  # the left half as stored: the top half once upright
+    out_mask = load_mask(_oriented(tmp_path / "o_mask.png", mask), 32)
+    assert out_mask[:16].all() and not out_mask[16:].any()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 200), (200, 31)])
+def test_images_below_the_minimum_side_are_rejected_naming_the_file(tmp_path: Path, size: tuple[int, int]) -> None:
+    path = _save(tmp_path / "tiny.png", Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)))
+    with pytest.raises(ImageReadError, match=str(path) + f".*{size[0]} x {size[1]} px.*at least 32 px"):
+        load_image(path, 64)
+    assert load_image(_save(tmp_path / "ok.png", Image.fromarray(np.zeros((32, 200, 3), np.uint8))), 64).shape == (
+        64, 64, 3)
+
+
 def _block_mask(tmp_path: Path, offset: int) -> Path:
     mask = np.zeros((512, 512), np.uint8)
     mask[offset : offset + 4, offset : offset + 4] = 255
@@ -115,7 +240,7 @@ def test_tiny_defect_vanishes_and_the_mask_label_wins(tmp_path: Path) -> None:
 def test_load_images_keeps_order(tmp_path: Path) -> None:
     paths = []
     for i in range(7):
-        paths.append(_save(tmp_path / f"{i}.png", Image.fromarray(np.full((20, 30, 3), i * 30, np.uint8))))
+        paths.append(_save(tmp_path / f"{i}.png", Image.fromarray(np.full((40, 50, 3), i * 30, np.uint8))))
     out = load_images(paths[::-1], 16, workers=3)
     assert out.shape == (7, 16, 16, 3) and out.dtype == np.uint8
     assert out[:, 0, 0, 0].tolist() == [i * 30 for i in range(7)][::-1]

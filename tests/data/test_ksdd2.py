@@ -23,7 +23,7 @@ from pfadseg.data.layout import LayoutError, scan_category
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import acquire_images
 from tests.conftest import REPO
-from tests.data.conftest import FileServer
+from tests.data.conftest import ARCHIVE_LIMITS, FileServer
 
 W, H = 32, 80  # KolektorSDD2 images are portrait, about 230 x 630
 TRAIN = {"10000": False, "10001": True, "10002": False, "10003": False, "10004": True, "10005": False}
@@ -87,7 +87,7 @@ def _no_leftovers(root: Path) -> bool:
 
 @pytest.mark.parametrize("top", ["KolektorSDD2/", ""])
 def test_conversion_gives_the_mvtec_layout(tmp_path: Path, ksdd2_zip, top: str, caplog) -> None:
-    safe_extract(ksdd2_zip(top=top), tmp_path / "extracted")
+    safe_extract(ksdd2_zip(top=top), tmp_path / "extracted", ARCHIVE_LIMITS)
     with caplog.at_level(logging.WARNING):
         counts = convert_ksdd2(tmp_path / "extracted", tmp_path / "out")
     assert counts == COUNTS
@@ -122,7 +122,7 @@ def test_conversion_gives_the_mvtec_layout(tmp_path: Path, ksdd2_zip, top: str, 
     ((), {"KolektorSDD2/train/10000.png": b"not a png"}, r"10000\.png: cannot read image"),
 ])
 def test_conversion_errors_name_the_file(tmp_path: Path, ksdd2_zip, drop, replace, message: str) -> None:
-    safe_extract(ksdd2_zip(drop=drop, replace=replace), tmp_path / "extracted")
+    safe_extract(ksdd2_zip(drop=drop, replace=replace), tmp_path / "extracted", ARCHIVE_LIMITS)
     with pytest.raises(LayoutError, match=message):
         convert_ksdd2(tmp_path / "extracted", tmp_path / "out")
 

@@ -131,6 +131,33 @@ def test_a_file_that_turns_unreadable_loses_its_old_outputs(predictor: Predictor
     assert _read_csv(out / CSV_NAME)[0]["status"] == "failed"
 
 
+def test_predict_reads_oriented_16bit_and_too_small_images(predictor: Predictor, trained_run: TrainedRun,
+                                                            tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    gray = np.asarray(Image.open(trained_run.test_images / "good" / "000.png").convert("L"))
+    Image.fromarray(gray).save(inputs / "eight.png")
+    Image.fromarray(gray.astype(np.uint16) * 256 + 128).save(inputs / "sixteen.png")  # >> 8: the 8-bit image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(gray[:40]).save(inputs / "rotated.jpg", exif=exif)  # stored 64 x 40, shown 40 x 64
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(inputs / "dot.png")
+    report = predictor.predict([inputs], tmp_path / "out", batch_size=4, progress=False)
+
+    assert [(p.name, reason) for p, reason in report.failed] == [
+        ("dot.png", f"{inputs / 'dot.png'}: image is 1 x 1 px; its smaller side must be at least 32 px (too small "
+                    "to train on or score; use the full-size image)")]
+    results = {p.path.name: p for p in report.predictions if p.status == "ok"}
+    assert set(results) == {"eight.png", "sixteen.png", "rotated.jpg"}, "one bad file does not stop the others"
+    assert results["sixteen.png"].score == pytest.approx(results["eight.png"].score, abs=1e-6)
+    overlay16, overlay8 = (np.asarray(Image.open(results[name].outputs["overlay"]), dtype=int)
+                           for name in ("sixteen.png", "eight.png"))
+    assert np.abs(overlay16 - overlay8).max() <= 1, "the 16-bit image is read as its 8-bit version, not white"
+    assert (results["rotated.jpg"].width, results["rotated.jpg"].height) == (40, 64)
+    with Image.open(results["rotated.jpg"].outputs["mask"]) as im:
+        assert im.size == (40, 64)
+
+
 def test_output_names_never_collide(tmp_path: Path) -> None:
     for rel in ("a/x.png", "a/x.jpg", "a/x_png.bmp", "b/x.png", "b/sub/x.tif", "c.PNG", "a/X.PNG"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
