@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,28 @@ def save_model_file(path: Path, fmt: str, state_dict: dict[str, torch.Tensor], m
         torch.save({"format": fmt, "state_dict": cpu_state, "meta": meta}, tmp)
 
 
+def load_problem(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words, without torch's advice to disable the safe
+    loader (``weights_only=False`` runs whatever code the file holds)."""
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes): cut short by an interrupted write or copy"
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Please use|\s+Check the documentation|$)", str(exc),
+                          re.DOTALL)
+        detail = f": {' '.join(found.group(1).split()).rstrip('.')}" if found else ""
+        return f"it holds more than tensors and plain values, which the safe loader refuses{detail}"
+    return f"not a readable PyTorch file, or a truncated one ({type(exc).__name__}: {exc})"
+
+
 def load_model_file(path: Path, fmt: str) -> dict[str, Any]:
     """Read a model file written by :func:`save_model_file`, checking its format."""
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found; train it first (dvc repro or pfadseg train-...)")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: unreadable model file ({exc}); delete it and train again") from None
+    except Exception as exc:  # unpickling errors come in many types
+        raise ArtifactError(f"{path}: unreadable model file: {load_problem(path, exc)}; train it again "
+                            "(dvc repro or pfadseg train-...) or copy it again") from None
     if not isinstance(content, dict) or content.get("format") != fmt:
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
         raise ArtifactError(f"{path}: expected a {fmt} file, found {found}")

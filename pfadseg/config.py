@@ -8,6 +8,7 @@ and the error names the dotted key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,14 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveLimitsConfig:
+    """How far a downloaded archive may expand; a larger one (a zip or tar bomb) fails before anything is written."""
+
+    max_extracted_gib: float = num(0.0, lo_open=True)  # all members together
+    max_ratio: float = num(1.0)  # uncompressed / compressed size: per member of a zip, the whole of a tar
+
+
+@dataclass(frozen=True)
 class SyntheticDataConfig:
     image_size: int = num(32, 4096)
     n_train: int = num(1)
@@ -58,7 +67,7 @@ class SyntheticDataConfig:
 class ProceduralTexturesConfig:
     n_classes: int = num(1)
     per_class: int = num(1)
-    image_size: int = num(16, 4096)
+    image_size: int = num(32, 4096)  # the image reader's minimum side (pfadseg.data.images.MIN_IMAGE_SIDE)
     seed: int = num(0)
 
 
@@ -72,6 +81,7 @@ class DataConfig:
     mvtec: ArchiveConfig
     dtd: ArchiveConfig
     ksdd2: ArchiveConfig
+    archive_limits: ArchiveLimitsConfig
     synthetic: SyntheticDataConfig
     procedural_textures: ProceduralTexturesConfig
 
@@ -358,6 +368,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan/.inf: NaN passes every range check
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -423,7 +435,11 @@ def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
 
 # Keys added after trained model files started storing their config, with the value that reproduces what older
 # versions did: a stored config lacking one is read with it (anything else missing still fails validation).
-ADDED_KEYS: dict[str, Any] = {"model.adps.backbone": "resnet18", "train.accelerator_path_on_cpu": False}
+ADDED_KEYS: dict[str, Any] = {
+    "model.adps.backbone": "resnet18",
+    "train.accelerator_path_on_cpu": False,
+    "data.archive_limits": {"max_extracted_gib": 1.0e9, "max_ratio": 1.0e9},  # older versions extracted unbounded
+}
 
 
 def upgrade_stored_config(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -435,7 +451,7 @@ def upgrade_stored_config(tree: Mapping[str, Any]) -> dict[str, Any]:
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and leaf not in node:
-            node[leaf] = value
+            node[leaf] = _deepcopy(value)
     return out
 
 
@@ -447,17 +463,32 @@ def _deepcopy(tree: Any) -> Any:
     return tree
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``FILE line N, column M: problem`` from a YAML parse error (whose marks count from 0)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML ({exc})"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    started = f" ({context} at line {context_mark.line + 1})" if context and context_mark else ""
+    return f"{path} line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{started}; fix the YAML there"
+
+
 def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The raw params tree of a YAML file, with a clear error when it is missing or malformed."""
+    """The raw params tree of a YAML file, with a clear error when it is missing, empty or malformed."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; run from the project root or pass --params FILE")
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(_yaml_error(path, exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from None
+    if tree is None:
+        raise ConfigError(f"{path}: the file is empty (or only comments); restore it, e.g. with "
+                          f"`git checkout -- {path}`, or pass --params FILE")
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got a {type(tree).__name__}")
     return tree
 
 
@@ -558,7 +589,8 @@ def apply_overrides(tree: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
 
 def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Config:
     """Read and validate a params file; errors name the file and the key."""
+    tree = read_params(path)  # its errors name the file already
     try:
-        return config_from_dict(read_params(path), overrides)
+        return config_from_dict(tree, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

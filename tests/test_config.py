@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import ConfigError, config_from_dict, load_config, read_params, upgrade_stored_config
@@ -36,6 +37,7 @@ def test_overrides_are_yaml_typed() -> None:
         ("model.pcar.branches=huge", "model.pcar.branches: 'huge' is not allowed; use one of 'dilated'"),
         ("data.categories=[bottle,spoon]", "data.categories: ['spoon'] are not MVTec AD categories"),
         ("data.image_size=100", "data.image_size: must be a multiple of 32"),
+        ("data.procedural_textures.image_size=16", "data.procedural_textures.image_size: 16 is out of range"),
         ("train.batch=3", "override train.batch: no such key"),
         ("bank.opacity_min=1.0", "bank.opacity_min: must be below opacity_max"),
         ("model.rcm.band_kernel=10", "model.rcm.band_kernel: must be odd"),
@@ -72,6 +74,39 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("override", ["train.student.lr=.nan", "bank.opacity_max=.nan", "train.student.lr=.inf",
+                                      "model.adps.score_sigma=.inf", "eval.aupro_fpr_limit=.NaN"])
+def test_non_finite_floats_are_refused_naming_the_key(override: str) -> None:
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "params.yaml", [override])
+    assert str(info.value) == f"{REPO / 'params.yaml'}: {key}: must be a finite number, got {yaml.safe_load(value)!r}"
+
+
+def test_a_non_finite_float_in_the_file_is_refused(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text().replace("  opacity_max: 1.0", "  opacity_max: .nan", 1))
+    with pytest.raises(ConfigError, match=r"params\.yaml: bank\.opacity_max: must be a finite number, got nan"):
+        load_config(params)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("seed: 0\ndata:\n  source: [mvtec\n  root: null\n",
+     " line 4, column 7: expected ',' or ']', but got ':' (while parsing a flow sequence at line 3)"),
+    ("seed: 0\n  data: 1\n", " line 2, column 7: mapping values are not allowed here"),
+    ("", ": the file is empty (or only comments); restore it"),
+    ("# nothing but a comment\n", ": the file is empty (or only comments)"),
+    ("- a\n", ": expected a mapping of keys at the top level, got a list"),
+])
+def test_a_broken_or_empty_params_file_names_the_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    assert f"{path}: {path}" not in str(info.value), "the file is named once"
+
+
 def test_augment_groups_follow_the_protocol() -> None:
     aug = load_config(REPO / "params.yaml").train.augment
     assert aug.group_of("capsule") == "none"
@@ -91,3 +126,13 @@ def test_a_stored_config_from_before_a_key_was_added_still_loads() -> None:
     del tree["model"]["adps"]["k"]  # only the listed keys are filled in
     with pytest.raises(ConfigError, match=r"model\.adps\.k"):
         config_from_dict(upgrade_stored_config(tree))
+
+
+def test_a_stored_config_from_before_the_archive_limits_still_loads() -> None:
+    tree = read_params(REPO / "params.yaml")
+    del tree["data"]["archive_limits"]
+    with pytest.raises(ConfigError, match=r"data\.archive_limits: missing"):
+        config_from_dict(tree)
+    limits = config_from_dict(upgrade_stored_config(tree)).data.archive_limits
+    assert "archive_limits" not in tree["data"]  # the stored tree itself is left alone
+    assert (limits.max_extracted_gib, limits.max_ratio) == (1.0e9, 1.0e9)  # no bound, as older versions extracted

@@ -21,7 +21,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from pfadseg.config import ArchiveConfig
+from pfadseg.config import ArchiveConfig, ArchiveLimitsConfig
 from pfadseg.fsio import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+GIB = 1 << 30
+LIMITS_KEY = "data.archive_limits"  # the params that bound extraction, named in errors
 
 
 class DownloadError(RuntimeError):
@@ -217,6 +219,48 @@ def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
                            "nothing was extracted")
 
 
+def _raise_limit(limit: str, value: str) -> str:
+    """The end of a size error: the limit passed, and the param to raise."""
+    return (f"over {LIMITS_KEY}.{limit} = {value}; nothing was extracted. If you trust the archive, raise "
+            f"{LIMITS_KEY}.{limit} in params.yaml")
+
+
+def _check_total(archive: Path, sizes: list[tuple[str, int]], limits: ArchiveLimitsConfig) -> int:
+    """The total declared size of the members ``(name, size)``; an error once it passes the limit."""
+    total = 0
+    for name, size in sizes:
+        total += size
+        if total > limits.max_extracted_gib * GIB:
+            raise ArchiveError(f"{archive}: extracting up to member {name!r} would write {total / GIB:.3g} GiB, "
+                               f"{_raise_limit('max_extracted_gib', f'{limits.max_extracted_gib:g} GiB')}")
+    return total
+
+
+def _check_ratio(archive: Path, what: str, size: int, packed: int, limits: ArchiveLimitsConfig) -> None:
+    """An error when ``what`` expands from ``packed`` compressed bytes to ``size`` at more than the allowed ratio."""
+    if size > limits.max_ratio * packed:
+        ratio = f"{size / packed:.0f}x" if packed else "infinitely"
+        raise ArchiveError(f"{archive}: {what} expands {ratio} ({packed} to {size} bytes), "
+                           f"{_raise_limit('max_ratio', f'{limits.max_ratio:g}')}")
+
+
+def _check_zip_sizes(infos: list[zipfile.ZipInfo], archive: Path, limits: ArchiveLimitsConfig) -> None:
+    """Sizes as the zip declares them (extraction writes no more): the total, and each member's ratio."""
+    for info in infos:
+        _check_ratio(archive, f"member {info.filename!r}", info.file_size, info.compress_size, limits)
+    _check_total(archive, [(info.filename, info.file_size) for info in infos], limits)
+
+
+def _check_tar_sizes(members: list[tarfile.TarInfo], archive: Path, limits: ArchiveLimitsConfig) -> None:
+    """Sizes as the tar headers declare them (extraction writes no more): the total, and the archive's ratio
+    (a compressed tar is one stream, so a ratio per member does not exist)."""
+    total = _check_total(archive, [(m.name, m.size) for m in members], limits)
+    if members:
+        largest = max(members, key=lambda m: m.size)
+        _check_ratio(archive, f"the whole archive (largest member {largest.name!r})", total, archive.stat().st_size,
+                     limits)
+
+
 def _archive_kind(archive: Path) -> str | None:
     """The archive type, ``zip`` or ``tar``, by its name's suffix, else by its content; None if neither."""
     lower = archive.name.lower()
@@ -229,8 +273,9 @@ def _archive_kind(archive: Path) -> str | None:
     return "tar" if tarfile.is_tarfile(archive) else None
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a .tar[.gz|.xz|.bz2]/.tgz/.zip into ``dest`` after checking every member; all or nothing.
+def safe_extract(archive: Path, dest: Path, limits: ArchiveLimitsConfig) -> None:
+    """Extract a .tar[.gz|.xz|.bz2]/.tgz/.zip into ``dest`` after checking every member and the sizes against
+    ``limits``; all or nothing.
 
     A file whose name has no known suffix (``wget`` of a URL without one) is recognised by its content.
     """
@@ -239,8 +284,10 @@ def safe_extract(archive: Path, dest: Path) -> None:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
+                infos = zf.infolist()
+                for info in infos:
                     _check_zip_member(info, archive)
+                _check_zip_sizes(infos, archive, limits)
                 with atomic_dir(dest) as tmp:
                     zf.extractall(tmp)
         elif kind == "tar":
@@ -248,6 +295,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
                 members = tf.getmembers()
                 for member in members:
                     _check_tar_member(member, archive)
+                _check_tar_sizes(members, archive, limits)
                 with atomic_dir(dest) as tmp:
                     tf.extractall(tmp, members=members, filter="data")
         else:

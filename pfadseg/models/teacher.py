@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights, WeightsEnum, Wide_ResNet50_2_Weights, resnet18, wide_resnet50_2
 
+from pfadseg.artifacts import load_problem
 from pfadseg.config import Backbone
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,8 @@ class Teacher(nn.Module):
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         self.identity = teacher_identity(weights, backbone)
         if weights == "random":
-            msg = ("teacher uses RANDOM weights (model.teacher_weights: random): anomaly maps are "
-                   "meaningless beyond smoke tests; set model.teacher_weights: imagenet for real runs")
-            warnings.warn(msg, UserWarning, stacklevel=2)
-            log.warning(msg)
+            log.warning("teacher uses RANDOM weights (model.teacher_weights: random): anomaly maps are "
+                        "meaningless beyond smoke tests; set model.teacher_weights: imagenet for real runs")
         else:
             self._load(_weights_file(weights, backbone))
         self.requires_grad_(False)
@@ -109,7 +107,8 @@ class Teacher(nn.Module):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling errors come in many types
-            raise TeacherWeightsError(f"{path}: not a loadable state dict ({exc})") from exc
+            raise TeacherWeightsError(f"{path}: not a loadable state dict ({load_problem(path, exc)}); download "
+                                      "or copy it again") from None
         if not isinstance(state, Mapping):
             raise TeacherWeightsError(f"{path}: expected a state dict (name -> tensor), "
                                       f"got {type(state).__name__}")

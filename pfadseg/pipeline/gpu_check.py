@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,7 @@ def _one_category(cfg: Config, device: str, image_size: int, iterations: int, pr
                 f"train.device={device}", f"train.student.iterations={iterations}",
                 f"train.seg.iterations={iterations}", f"train.checkpoint_every={iterations + 1}")
     times: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="pfadseg-gpu-check-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random teacher
+    with tempfile.TemporaryDirectory(prefix="pfadseg-gpu-check-") as tmp:
         layout = Layout(Path(tmp))
         for stage in (ACQUIRE_IMAGES, ACQUIRE_TEXTURES, BANK):
             stage.invoke(run, layout)

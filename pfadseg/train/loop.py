@@ -17,6 +17,7 @@ import torch
 from dvclive import Live
 from tqdm.auto import tqdm
 
+from pfadseg.artifacts import load_problem
 from pfadseg.fsio import atomic_path
 from pfadseg.synth.composer import Batch, BatchComposer
 
@@ -115,7 +116,8 @@ class TrainLoop:
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: start over rather than fail
-            log.warning("%s: ignoring unreadable checkpoint %s (%s)", self.name, self.checkpoint_path, exc)
+            log.warning("%s: ignoring unreadable checkpoint %s (%s)", self.name, self.checkpoint_path,
+                        load_problem(self.checkpoint_path, exc))
             return 0
         if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.run_fingerprint:
             log.info("%s: checkpoint %s belongs to other settings; starting over", self.name, self.checkpoint_path)

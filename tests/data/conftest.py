@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pfadseg.config import SyntheticDataConfig
+from pfadseg.config import SyntheticDataConfig, config_from_dict, read_params
 from pfadseg.data.procedural import make_synthetic_mvtec
+from tests.conftest import REPO
+
+ARCHIVE_LIMITS = config_from_dict(read_params(REPO / "params.yaml")).data.archive_limits  # the project's limits
 
 
 @dataclass

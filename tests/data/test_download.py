@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ from pfadseg.data.download import (
 from pfadseg.data.layout import scan_category, scan_textures
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import acquire_images, acquire_textures
-from tests.data.conftest import FileServer, all_files, make_tar, tar_folder
+from tests.data.conftest import ARCHIVE_LIMITS, FileServer, all_files, make_tar, tar_folder
 
 PAYLOAD = {"top/a.txt": b"alpha" * 1000, "top/sub/b.bin": bytes(range(256)) * 50}
 
@@ -58,7 +59,7 @@ def test_good_archive_downloads_verifies_and_extracts(tmp_path: Path, file_serve
     assert path == tmp_path / "archives" / "data.tar.gz"
     assert sha256_file(path) == sha
     assert not path.with_suffix(".gz.part").exists()
-    safe_extract(path, tmp_path / "out")
+    safe_extract(path, tmp_path / "out", ARCHIVE_LIMITS)
     for name, content in PAYLOAD.items():
         assert (tmp_path / "out" / name).read_bytes() == content
     assert file_server.requests == [("/data.tar.gz", None)]
@@ -215,7 +216,7 @@ def test_unsafe_tar_members_are_rejected_before_writing(tmp_path: Path, member: 
     archive = _tar_with(tmp_path / "bad.tar", member, content)
     before = all_files(tmp_path)
     with pytest.raises(ArchiveError) as info:
-        safe_extract(archive, tmp_path / "work" / "out")
+        safe_extract(archive, tmp_path / "work" / "out", ARCHIVE_LIMITS)
     assert repr(member.name) in str(info.value) and reason in str(info.value)
     assert all_files(tmp_path) == before  # checked before anything, even the destination's parent, exists
     assert not Path("/tmp/pfadseg-evil.txt").exists()
@@ -225,7 +226,7 @@ def test_zip_extracts_and_rejects_unsafe_members(tmp_path: Path) -> None:
     good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:
         zf.writestr("dtd/images/a/a_0001.jpg", b"jpg")
-    safe_extract(good, tmp_path / "good")
+    safe_extract(good, tmp_path / "good", ARCHIVE_LIMITS)
     assert (tmp_path / "good" / "dtd" / "images" / "a" / "a_0001.jpg").read_bytes() == b"jpg"
 
     bad = tmp_path / "bad.zip"
@@ -233,14 +234,14 @@ def test_zip_extracts_and_rejects_unsafe_members(tmp_path: Path) -> None:
         zf.writestr("fine.txt", b"ok")
         zf.writestr("../evil.txt", b"x")
     with pytest.raises(ArchiveError, match=re.escape("'../evil.txt'")):
-        safe_extract(bad, tmp_path / "bad")
+        safe_extract(bad, tmp_path / "bad", ARCHIVE_LIMITS)
     link = tmp_path / "link.zip"
     with zipfile.ZipFile(link, "w") as zf:
         info = zipfile.ZipInfo("link")
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(ArchiveError, match="symbolic link"):
-        safe_extract(link, tmp_path / "link")
+        safe_extract(link, tmp_path / "link", ARCHIVE_LIMITS)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "link").exists()
     assert not (tmp_path.parent / "evil.txt").exists()
 
@@ -249,10 +250,10 @@ def test_truncated_or_unknown_archives_fail_cleanly(tmp_path: Path) -> None:
     data = make_tar(tmp_path / "src.tar.xz", PAYLOAD, mode="w:xz").read_bytes()
     (tmp_path / "cut.tar.xz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ArchiveError, match="corrupted or truncated"):
-        safe_extract(tmp_path / "cut.tar.xz", tmp_path / "out")
+        safe_extract(tmp_path / "cut.tar.xz", tmp_path / "out", ARCHIVE_LIMITS)
     (tmp_path / "x.rar").write_bytes(b"rar")
     with pytest.raises(ArchiveError, match="unsupported archive type"):
-        safe_extract(tmp_path / "x.rar", tmp_path / "out")
+        safe_extract(tmp_path / "x.rar", tmp_path / "out", ARCHIVE_LIMITS)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dir left behind
 
@@ -261,8 +262,49 @@ def test_extraction_replaces_an_existing_folder(tmp_path: Path) -> None:
     archive = make_tar(tmp_path / "a.tgz", {"new.txt": b"new"})
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
-    safe_extract(archive, tmp_path / "out")
+    safe_extract(archive, tmp_path / "out", ARCHIVE_LIMITS)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.txt"]
+
+
+MIB = 1 << 20
+
+
+def _zip(path: Path, members: dict[str, bytes], method: int) -> Path:
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize(("make", "limits", "member", "param"), [
+    (lambda d: _zip(d / "bomb.zip", {"ok.txt": b"ok", "zeros.bin": bytes(50 * MIB)}, zipfile.ZIP_DEFLATED),
+     {}, "zeros.bin", "max_ratio"),
+    (lambda d: _zip(d / "big.zip", {"a.bin": os.urandom(MIB), "b.bin": os.urandom(MIB)}, zipfile.ZIP_STORED),
+     {"max_extracted_gib": 1.5 / 1024}, "b.bin", "max_extracted_gib"),
+    (lambda d: make_tar(d / "bomb.tar.gz", {"ok.txt": b"ok", "zeros.bin": bytes(20 * MIB)}),
+     {}, "zeros.bin", "max_ratio"),
+    (lambda d: make_tar(d / "big.tar", {"a.bin": os.urandom(MIB), "b.bin": os.urandom(MIB)}, mode="w"),
+     {"max_extracted_gib": 1.5 / 1024}, "b.bin", "max_extracted_gib"),
+], ids=["zip-ratio", "zip-total", "tar-ratio", "tar-total"])
+def test_an_archive_that_expands_too_far_is_refused_before_writing(tmp_path: Path, make, limits: dict[str, float],
+                                                                   member: str, param: str) -> None:
+    archive = make(tmp_path)
+    before = all_files(tmp_path)
+    with pytest.raises(ArchiveError) as info:
+        safe_extract(archive, tmp_path / "work" / "out", dataclasses.replace(ARCHIVE_LIMITS, **limits))
+    message = str(info.value)
+    assert str(archive) in message and repr(member) in message and "nothing was extracted" in message
+    assert f"raise data.archive_limits.{param} in params.yaml" in message
+    assert all_files(tmp_path) == before  # checked before anything, even the destination's parent, exists
+
+
+def test_acquire_passes_the_archive_limits_of_params(tmp_path: Path, tiny_config) -> None:
+    archive = make_tar(tmp_path / "dtd-r1.0.1.tar.gz", {"dtd/images/banded/banded_0001.jpg": os.urandom(MIB)})
+    cfg = tiny_config("data.textures=dtd", "data.archive_limits.max_extracted_gib=0.0005")
+    layout = Layout(tmp_path)
+    with pytest.raises(ArchiveError, match=r"data\.archive_limits\.max_extracted_gib = 0\.0005"):
+        acquire_textures(cfg, layout, archive=archive, sha256=sha256_file(archive), progress=False)
+    assert not layout.textures.exists()
 
 
 # -------------------------------------------------------------------------------------------- acquire

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,16 +26,10 @@ from pfadseg.models.teacher import Teacher, TeacherWeightsError, imagenet_weight
 LEVELS = [(64, 4), (128, 8), (256, 16)]  # (channels, stride) of the three matched levels
 
 
-def _quiet_random_teacher() -> Teacher:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Teacher("random")
-
-
 @pytest.fixture(scope="module")
 def teacher() -> Teacher:
     torch.manual_seed(0)
-    return _quiet_random_teacher()
+    return Teacher("random")
 
 
 def _images(size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -48,9 +43,14 @@ def _model_cfg(make_config: Callable[..., Config], *overrides: str) -> ModelConf
 # ------------------------------------------------------------------------------------------------ teacher
 
 
-def test_random_teacher_warns_and_records_its_identity() -> None:
-    with pytest.warns(UserWarning, match="RANDOM"):
+def test_random_teacher_warns_once_and_records_its_identity(caplog: pytest.LogCaptureFixture) -> None:
+    with warnings.catch_warnings(record=True) as python_warnings, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
         t = Teacher("random")
+    assert [r.message for r in python_warnings] == [], "one channel only: the log (a stage printed it twice)"
+    assert [r.getMessage() for r in caplog.records if "RANDOM" in r.getMessage()] == [
+        "teacher uses RANDOM weights (model.teacher_weights: random): anomaly maps are meaningless beyond smoke "
+        "tests; set model.teacher_weights: imagenet for real runs"]
     assert t.identity == {"name": "random", "file": None, "sha256": "random"}
     assert teacher_identity("random")["sha256"] == "random"
 
@@ -119,6 +119,9 @@ def test_teacher_refuses_missing_and_incompatible_files(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(TeacherWeightsError, match="not a loadable"):
         Teacher(str(tmp_path / "junk.pt"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(TeacherWeightsError, match=r"not a loadable state dict \(the file is empty \(0 bytes\)"):
+        Teacher(str(tmp_path / "empty.pt"))
 
 
 def test_teacher_is_frozen_in_eval_with_detached_outputs(teacher: Teacher) -> None:
@@ -131,9 +134,11 @@ def test_teacher_is_frozen_in_eval_with_detached_outputs(teacher: Teacher) -> No
     assert not any(o.requires_grad for o in outs)
 
 
-def test_build_teacher_reads_model_teacher_weights(make_config: Callable[..., Config]) -> None:
-    with pytest.warns(UserWarning, match="RANDOM"):
+def test_build_teacher_reads_model_teacher_weights(make_config: Callable[..., Config],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
         build_teacher(_model_cfg(make_config).teacher_weights, "resnet18")
+    assert "RANDOM" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------------- shapes
@@ -143,7 +148,7 @@ def test_shapes_at_256_on_meta(make_config: Callable[..., Config]) -> None:
     for overrides in [("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false"), ()]:
         with torch.device("meta"):
             cfg = _model_cfg(make_config, *overrides)
-            t, s, g = _quiet_random_teacher(), build_student(cfg), build_segnet(cfg)
+            t, s, g = Teacher("random"), build_student(cfg), build_segnet(cfg)
             x = torch.empty(2, 3, 256, 256)
             tf, sf = t(x), s(x)
             feats = s.encoder(x)

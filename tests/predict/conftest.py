@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     root = tmp_path_factory.mktemp("predict_workspace")
     cfg = tiny_run_config()
     layout = Layout(root)  # absolute paths: no chdir
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random teacher's warning
-        acquire_images(cfg, layout, progress=False)
-        acquire_textures(cfg, layout, progress=False)
-        run_bank(cfg, layout, progress=False)
-        TRAIN_STUDENT.invoke(cfg, layout, CATEGORY, 0, progress=False)
-        TRAIN_SEG.invoke(cfg, layout, CATEGORY, 0, progress=False)
-        CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
+    acquire_images(cfg, layout, progress=False)
+    acquire_textures(cfg, layout, progress=False)
+    run_bank(cfg, layout, progress=False)
+    TRAIN_STUDENT.invoke(cfg, layout, CATEGORY, 0, progress=False)
+    TRAIN_SEG.invoke(cfg, layout, CATEGORY, 0, progress=False)
+    CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
     model_dir = layout.run_dir("models", CATEGORY, 0)
     calibrated_dir = root / "calibrated" / CATEGORY / "seed0"
     calibrated_dir.mkdir(parents=True)

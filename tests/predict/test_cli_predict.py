@@ -1,28 +1,35 @@
-"""`pfadseg predict` end to end: outputs for readable files, the corrupted one reported, exit code 1."""
+"""`pfadseg predict` end to end: outputs for readable files, the corrupted one reported once, exit code 1."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from pfadseg.cli import app
 from tests.predict.conftest import TrainedRun
 
 
-def test_predict_command_reports_a_corrupted_file_and_exits_non_zero(trained_run: TrainedRun,
-                                                                      tmp_path: Path) -> None:
+def test_predict_command_reports_a_corrupted_file_once_and_exits_non_zero(
+    trained_run: TrainedRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     good = sorted((trained_run.test_images / "good").iterdir())[0]
     shutil.copy(good, inputs / "part.png")
     (inputs / "broken.png").write_bytes(good.read_bytes()[:200])  # truncated PNG
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["predict", str(trained_run.calibrated_dir), str(inputs), "--out", str(out),
-                                      "--device", "cpu"])
+    with caplog.at_level(logging.WARNING, logger="pfadseg"):
+        result = CliRunner().invoke(app, ["predict", str(trained_run.calibrated_dir), str(inputs), "--out",
+                                          str(out), "--device", "cpu"])
     assert result.exit_code == 1, result.output
-    assert "1 image(s) scored" in result.output and "broken.png" in result.output
+    printed = caplog.text + result.output  # the log (a terminal shows it above the summary) and the command's output
+    assert printed.count("broken.png") == 1, printed  # the failure once, its path once
+    assert "1 image(s) scored" in result.output and "1 image(s) failed" in result.output
+    assert f"{inputs / 'broken.png'}: cannot read image" in caplog.text
     assert sorted(p.name for p in out.iterdir()) == ["part_heatmap.png", "part_mask.png", "part_overlay.png",
                                                      "predictions.csv"]
     csv = (out / "predictions.csv").read_text()
