@@ -13,7 +13,7 @@ from torch import nn
 from pfadseg.config import EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
 from pfadseg.device import autocast
-from pfadseg.metrics import MetricsError, evaluate_maps, image_auroc, image_scores, smoothed_max_scores
+from pfadseg.metrics import MetricsError, evaluate_maps, image_level, image_scores, smoothed_max_scores
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +74,25 @@ def _check_finite(maps: np.ndarray, test_set: TestSet, branch: str) -> None:
                            f"({int(bad.sum())} image(s) affected); the model is broken, retrain it")
 
 
-PIXEL_SKIPPED = "skipped: ground-truth masks missing"
-
-
 def evaluate_branches(
-    maps: BranchMaps, test_set: TestSet, cfg: EvalConfig, rule: ScoreRule, *, pixel_level: bool = True
+    maps: BranchMaps, test_set: TestSet, cfg: EvalConfig, rule: ScoreRule, *, pixel_skipped: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Metrics (with curves) of each branch on one category's test set.
 
-    Without complete ground-truth masks (``pixel_level=False``, a custom folder), only the image AUROC is
-    computed, from the folder labels, and the result says which metrics were skipped.
+    ``pixel_skipped`` (why, e.g. ground-truth masks missing in a custom folder) computes only the image-level
+    metrics and curves, from the folder labels, and records the reason as ``pixel_metrics``.
     """
     results = {}
     for branch in BRANCHES:
         branch_maps = getattr(maps, branch)
         _check_finite(branch_maps, test_set, branch)
         scores = rule(branch_maps)
-        if pixel_level:
+        if pixel_skipped is None:
             results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, scores=scores,
                                             aupro_mode=cfg.aupro_mode, fpr_limit=cfg.aupro_fpr_limit, curves=True)
         else:
-            results[branch] = {"image_auroc": image_auroc(scores, test_set.folder_labels), "top_k": cfg.top_k,
-                               "pixel_metrics": PIXEL_SKIPPED}
+            results[branch] = {**image_level(scores, test_set.folder_labels, curves=True), "top_k": cfg.top_k,
+                               "pixel_metrics": pixel_skipped}
         results[branch]["image_score"] = rule.describe()
     return results
 

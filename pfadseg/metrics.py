@@ -240,15 +240,30 @@ def _image_thresholds(scores: np.ndarray, labels: np.ndarray) -> _Thresholds:
     return _thresholds(np.sort(scores[~labels]), np.sort(scores[labels]))
 
 
-def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Image AUROC of per-image scores vs labels; NaN with a warning when one class is absent (4.3)."""
+def image_level(scores: np.ndarray, labels: np.ndarray, *, curves: bool = False) -> dict[str, Any]:
+    """Image AUROC and step-wise AP of per-image scores vs labels, NaN with a warning when one class is absent
+    (4.3); with ``curves`` also the exact image ROC and PR curves (empty when undefined)."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = _check_binary(labels, "image labels")
     if scores.ndim != 1 or scores.shape != labels.shape:
         raise MetricsError(f"shape mismatch: image scores {scores.shape} vs labels {labels.shape}")
     if not np.isfinite(scores).all():
         raise MetricsError(f"image score {int(np.flatnonzero(~np.isfinite(scores))[0])} is NaN or inf")
-    return _auroc(_image_thresholds(scores, labels)) if _labels_defined(labels) else float("nan")
+    th = _image_thresholds(scores, labels) if _labels_defined(labels) else None
+    result: dict[str, Any] = {"image_auroc": float("nan") if th is None else _auroc(th),
+                              "image_ap": float("nan") if th is None else _average_precision(th)}
+    if curves:
+        empty = np.zeros(0)
+        fpr, tpr = (empty, empty) if th is None else _roc_vertices(th)
+        recall, precision = (empty, empty) if th is None else (th.tp_ge / th.n_pos, th.tp_ge / (th.tp_ge + th.fp_ge))
+        result["curves"] = {"image_roc": _thin({"fpr": fpr, "tpr": tpr}, n_points=fpr.size),
+                            "image_pr": _thin({"recall": recall, "precision": precision}, n_points=recall.size)}
+    return result
+
+
+def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Image AUROC of per-image scores vs labels; NaN with a warning when one class is absent (4.3)."""
+    return image_level(scores, labels)["image_auroc"]
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
@@ -462,7 +477,7 @@ def evaluate_maps(
     ``maps`` N x H x W float, ``masks`` N x H x W bool at the evaluation size. The keyword defaults are
     conveniences of this function only: pipeline callers pass ``EvalConfig.top_k``, ``.aupro_mode`` and
     ``.aupro_fpr_limit`` from params.yaml. Image labels default to "mask has an anomalous pixel". With
-    ``curves`` the result also holds ``curves``: image ROC, pixel ROC and PR, and the PRO curve up to the
+    ``curves`` the result also holds ``curves``: image ROC and PR, pixel ROC and PR, and the PRO curve up to the
     limit, as plain lists (pixel curves thinned to about ``CURVE_POINTS`` points).
     ``scores`` replaces the top-k image scores by precomputed ones (e.g. :func:`smoothed_max_scores`).
     Raises :class:`MetricsError` on bad input or a test set without anomalous regions.
@@ -484,9 +499,10 @@ def evaluate_maps(
     aupro_fn = _aupro_mvtec if aupro_mode == "mvtec" else _aupro_destseg
     aupro, pro_fpr, pro_tpr = aupro_fn(px, th, limit)
     iap_value, iap90 = _iap(px)
-    image_defined = _labels_defined(image_labels)
+    image = image_level(scores, image_labels, curves=curves)
     result: dict[str, Any] = {
-        "image_auroc": _auroc(_image_thresholds(scores, image_labels)) if image_defined else float("nan"),
+        "image_auroc": image["image_auroc"],
+        "image_ap": image["image_ap"],
         "pixel_auroc": _auroc(th),
         "pixel_ap": _average_precision(th),
         "aupro": aupro,
@@ -500,12 +516,10 @@ def evaluate_maps(
         "n_regions": px.n_regions,
     }
     if curves:
-        image_roc = _roc_vertices(_image_thresholds(scores, image_labels)) if image_defined else \
-            (np.zeros(0), np.zeros(0))
         roc_fpr, roc_tpr = _roc_vertices(th)
         recall = th.tp_ge / th.n_pos
         result["curves"] = {
-            "image_roc": _thin({"fpr": image_roc[0], "tpr": image_roc[1]}, n_points=image_roc[0].size),
+            **image["curves"],
             "pixel_roc": _thin({"fpr": roc_fpr, "tpr": roc_tpr}),
             "pixel_pr": _thin({"recall": recall, "precision": th.tp_ge / (th.tp_ge + th.fp_ge)}),
             "pro": _thin({"fpr": pro_fpr, "pro": pro_tpr}),

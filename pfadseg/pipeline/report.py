@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from pfadseg.paths import Layout
 from pfadseg.pipeline.entry import ITEM, StageDef
 from pfadseg.report.figures import render_figures
 from pfadseg.report.tables import Provenance, render_tables
+from pfadseg.revision import project_revision
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,40 @@ def collect_runs(cfg: Config, layout: Layout) -> dict[str, list[dict[str, Any]]]
     return runs
 
 
-def git_revision(root: Path) -> str:
-    """Short commit hash (``+dirty`` when the tree has changes), or ``unknown`` outside a git checkout."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
-
-
 def _manifest(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
+
+
+def _origin(manifest: dict[str, Any], seed: int) -> str:
+    """An acquired dataset's identity: its archive's sha256, the folder it was copied from, or its generator seed."""
+    return manifest.get("sha256") or manifest.get("root") or f"seed {manifest.get('seed', seed)}"
+
+
+def describe_data(source: str, images: dict[str, Any], seed: int) -> tuple[str, str | None]:
+    """What the numbers were measured on (the report's title), and the banner that says when it is not MVTec AD."""
+    origin = _origin(images, seed)
+    if source == "synthetic":
+        return ("synthetic data", f"SYNTHETIC DATA: these numbers come from the procedural offline dataset "
+                f"({origin}), not MVTec AD; they are not comparable with the paper.")
+    if source == "folder":
+        return (f"your data ({origin})", f"YOUR DATA: these numbers come from the folder {origin}, not MVTec AD as "
+                "acquire_images downloads and checks it; paper columns (categories named like MVTec AD ones) compare "
+                "with it only if it holds MVTec AD itself.")
+    if source == "ksdd2":
+        return ("KolektorSDD2", f"KolektorSDD2 ({origin}), not MVTec AD: its numbers are in the KolektorSDD2 "
+                "section, beside ADPS's reported ones.")
+    return "MVTec AD", None
+
+
+def _skipped_pixel_metrics(runs: dict[str, list[dict[str, Any]]], where: str) -> str | None:
+    """The warning naming the categories whose pixel metrics were skipped, and why."""
+    reasons = {c: r["seg"].get("pixel_metrics", "skipped") for c, rs in runs.items() for r in rs
+               if r.get("pixel_level") is False}
+    if not reasons:
+        return None
+    listed = "; ".join(f"{c} ({reason.removeprefix('skipped: ')})" for c, reason in reasons.items())
+    return (f"Pixel metrics skipped, ground-truth masks missing in {where}: {listed}. Their image AUROC, image AP "
+            "and image ROC/PR curves use the folder labels (every test image outside test/good is anomalous).")
 
 
 def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]]) -> Provenance:
@@ -59,37 +79,32 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
     wall = {stage: sum(r["wall_time_s"][stage] for r in all_runs) for stage in ("training", "evaluate")} \
         if all_runs else {}
     source = images.get("source", cfg.data.source)
-    warnings = []
-    if source == "ksdd2":
-        warnings.append("KolektorSDD2: the MVTec tables below stay empty; see the KolektorSDD2 section.")
-    if source == "synthetic":
-        warnings.append("SYNTHETIC DATA: these numbers come from the procedural offline dataset, not MVTec AD; "
-                        "they are not comparable with the paper.")
+    dataset, banner = describe_data(source, images, cfg.seed)
+    warnings = [banner] if banner else []
     if teacher.get("weights") == "random":
         warnings.append("RANDOM TEACHER: the teacher is randomly initialised, not ImageNet-pretrained; these "
                         "numbers are not comparable with the paper.")
     if textures.get("source", cfg.data.textures) == "procedural":
         warnings.append("Anomaly sources are procedural textures, not DTD.")
-    no_masks = sorted(c for c, rs in runs.items() if any(r.get("pixel_level") is False for r in rs))
-    if no_masks:
-        warnings.append(f"Pixel-level metrics skipped (no ground-truth masks): {', '.join(no_masks)}; their "
-                        "image AUROC uses the folder labels.")
+    if skipped := _skipped_pixel_metrics(runs, dataset):
+        warnings.append(skipped)
     if len(teachers) > 1:
         warnings.append(f"Runs used different teachers: {sorted(teachers)}.")
+    not_run = [c for c in cfg.data.categories if c not in runs]
     lines = {
-        "Data": f"{source} ({images.get('sha256') or 'seed ' + str(images.get('seed', cfg.seed))})",
-        "Anomaly sources": f"{textures.get('source', cfg.data.textures)} "
-                           f"({textures.get('sha256') or 'seed ' + str(textures.get('seed', cfg.seed))})",
+        "Data": f"{source} ({_origin(images, cfg.seed)})",
+        "Anomaly sources": f"{textures.get('source', cfg.data.textures)} ({_origin(textures, cfg.seed)})",
         "Model": architecture(cfg.model.arch).describe_model(cfg),
         "Teacher": ", ".join(f"{k}={v}" for k, v in teacher.items()),
         "Seeds": f"training {cfg.seeds}, base {cfg.seed}",
         "Schedule": architecture(cfg.model.arch).describe_schedule(cfg),
         "Device": ", ".join(devices) or "n/a",
-        "Revision": git_revision(layout.root),
+        "Revision": project_revision(layout.root),
         "Wall time (all runs)": ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items()) or "n/a",
-        "Categories run": f"{len(runs)} of {len(cfg.data.categories)} configured",
+        "Categories run": f"{len(runs)} of {len(cfg.data.categories)} configured"
+                          + (f" (not run: {', '.join(not_run)})" if not_run else ""),
     }
-    return Provenance(lines, warnings)
+    return Provenance(lines, warnings, dataset)
 
 
 def run_report(cfg: Config, layout: Layout) -> None:

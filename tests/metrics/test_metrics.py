@@ -328,7 +328,7 @@ def test_evaluate_maps_reports_every_metric_and_curves() -> None:
     assert result["aupro"] == pytest.approx(aupro_mvtec(maps, masks), abs=1e-15)
     assert (result["iap"], result["iap90"]) == iap(maps, masks)
     curves = result["curves"]
-    assert set(curves) == {"image_roc", "pixel_roc", "pixel_pr", "pro"}
+    assert set(curves) == {"image_roc", "image_pr", "pixel_roc", "pixel_pr", "pro"}
     for curve in curves.values():
         lengths = {len(column) for column in curve.values()}
         assert len(lengths) == 1 and 2 <= lengths.pop() <= metrics.CURVE_POINTS
@@ -341,6 +341,11 @@ def test_evaluate_maps_reports_every_metric_and_curves() -> None:
     assert np.trapezoid(pro["pro"], pro["fpr"]) / 0.3 == pytest.approx(result["aupro"], abs=0.02)
     image = curves["image_roc"]
     assert np.trapezoid(image["tpr"], image["fpr"]) == pytest.approx(result["image_auroc"], abs=1e-12)
+    labels, scores = masks.any(axis=(1, 2)), image_scores(maps, 8)
+    assert result["image_ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    image_pr = curves["image_pr"]
+    recall_steps = np.diff(np.concatenate(([0.0], image_pr["recall"])))
+    assert float(np.sum(recall_steps * np.array(image_pr["precision"]))) == pytest.approx(result["image_ap"], abs=1e-12)
 
 
 def test_destseg_mode_is_reported_and_differs_only_in_aupro() -> None:
@@ -361,6 +366,7 @@ def test_only_anomalous_images_give_nan_image_auroc_with_a_warning(caplog: pytes
     assert np.isnan(result["image_auroc"]) and "only anomalous images" in caplog.text
     assert result["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     assert result["curves"]["image_roc"] == {"fpr": [], "tpr": []}
+    assert result["curves"]["image_pr"] == {"recall": [], "precision": []} and np.isnan(result["image_ap"])
     assert np.isnan(image_auroc(np.ones(4), np.zeros(4, dtype=bool)))
 
 

@@ -242,7 +242,9 @@ def test_folder_without_masks_skips_pixel_metrics(
     assert metrics["seg"]["pixel_metrics"].startswith("skipped") and "pixel_ap" not in metrics["seg"]
     assert 0.0 <= metrics["seg"]["image_auroc"] <= 1.0
     prov = provenance(folder_cfg, Layout(), collect_runs(folder_cfg, Layout()))
-    assert any("Pixel-level metrics skipped (no ground-truth masks): bottle" in w for w in prov.warnings)
+    assert any("Pixel metrics skipped" in w and "bottle (4 of 4 defective test images have no ground-truth mask)" in w
+               for w in prov.warnings)
+    assert Layout().plots("bottle", 0).is_dir()
 
 
 @pytest.mark.gpu
