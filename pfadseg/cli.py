@@ -184,23 +184,44 @@ def graph(
     typer.echo(f"written: {write_graph(cfg, Path.cwd())} (model.arch={cfg.model.arch})")
 
 
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    """``1,3,7`` -> [1, 3, 7]; a clear error naming the option otherwise."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(ValueError(f"{option} {text!r}: give comma-separated integers, e.g. {option} 1,7"))
+
+
 @app.command()
 def ablate(
-    run: Annotated[bool, typer.Option(help="Run the 7 experiments first (--no-run: only render).")] = True,
+    run: Annotated[bool, typer.Option(help="Run the experiments first (--no-run: only render what finished).")] = True,
     adps: Annotated[bool, typer.Option(help="Also run ADPS (experiment adps, -S model.arch=adps).")] = False,
+    rows: Annotated[str | None, typer.Option(help="Table 4 rows to run, e.g. 1,7 (default: all seven).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2 (-S seeds=[0,1,2]).")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        help="Run through DVC's queue with N workers (each on a free GPU; CPU threads = cores / N).")] = None,
+    push: Annotated[str | None, typer.Option(help="Then dvc exp push them to this Git remote.")] = None,
+    pull: Annotated[str | None, typer.Option(help="First dvc exp pull every experiment from this Git remote.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
     """PFADSeg Table 4: run the 7 switch combinations (and --adps) as DVC experiments, render reports/ablation.md."""
-    from pfadseg.pipeline.ablate import render_ablation_report, run_ablation_experiments
+    from pfadseg.pipeline.ablate import plan_grid, run_grid
 
-    cfg = _config(params, set_)
+    _setup_logging()
+    overrides = [*(set_ or ()), *([f"seeds=[{seeds}]"] if seeds else [])]
+    _config(params, overrides)  # a bad value stops here, before DVC touches anything
+    if jobs is not None and jobs < 1:
+        _fail(ValueError(f"--jobs {jobs}: give at least 1 worker"))
     try:
-        if run:
-            run_ablation_experiments(Layout(), set_ or (), adps=adps)
-        render_ablation_report(cfg, Layout())
+        plan = plan_grid(_int_list(rows, "--rows"), adps=adps, extra_overrides=overrides)
+        missing = run_grid(Layout(), plan, run=run, jobs=jobs, push=push, pull=pull)
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
+    if missing:
+        typer.echo(f"rows not run: {', '.join(map(str, missing))}")
 
 
 @app.command()
@@ -242,17 +263,20 @@ def demo(
 ) -> None:
     """Offline demo: the whole DVC pipeline on procedural data with a random teacher (profiles/demo.yaml)."""
     from pfadseg.config import profile_overrides
-    from pfadseg.pipeline.ablate import render_ablation_report, run_ablation_experiments
-    from pfadseg.pipeline.workspace import make_workspace, run_dvc
+    from pfadseg.pipeline.ablate import plan_grid, run_grid
+    from pfadseg.pipeline.workspace import commit_all, make_workspace, run_dvc
 
     _setup_logging()
+    if missing := [name for name in ("params.yaml", "dvc.yaml", "profiles/demo.yaml") if not Path(name).is_file()]:
+        _fail(FileNotFoundError(f"{Path.cwd()} lacks {', '.join(missing)}: run `pfadseg demo` from the pfadseg "
+                                "project root (the folder with params.yaml and dvc.yaml)"))
     try:
         make_workspace(Path.cwd(), workdir, profile_overrides(Path("profiles/demo.yaml")))
         run_dvc(workdir, "repro", capture=False)
+        commit_all(workdir, "demo baseline results")  # dvc exp show then compares experiments with them
         if ablation:
             reduced = profile_overrides(Path("profiles/demo-ablation.yaml"))
-            run_ablation_experiments(Layout(workdir), reduced, adps=True)
-            render_ablation_report(load_config(workdir / "params.yaml"), Layout(workdir))
+            run_grid(Layout(workdir), plan_grid(adps=True, extra_overrides=reduced))
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
     typer.echo(f"demo finished: {workdir / 'reports'} (tables.md{', ablation.md' if ablation else ''}, figures/)")
@@ -280,8 +304,9 @@ def predict(
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
     typer.echo(f"{report.n_ok} image(s) scored, {report.n_anomalous} anomalous -> {report.csv_path}")
-    for path, reason in report.failed:
-        typer.secho(f"failed: {path}: {reason}", fg=typer.colors.RED, err=True)
+    if report.failed:  # each one was logged with its path and reason as it happened
+        typer.secho(f"{len(report.failed)} image(s) failed: see the warnings above or the error column of "
+                    f"{report.csv_path}", fg=typer.colors.RED, err=True)
     if report.failed or report.n_ok == 0:
         raise typer.Exit(1)
 
@@ -298,7 +323,7 @@ def export(
     threshold: Annotated[float | None, typer.Option(help="Image threshold recorded in the metadata.")] = None,
     opset: int = 17,
 ) -> None:
-    """One ONNX graph: normalised image -> anomaly map and image score, verified against PyTorch (pip: .[export])."""
+    """One ONNX graph: normalised image -> anomaly map and image score, verified against PyTorch (pip: .\\[export])."""
     from pfadseg.export import export_predictor, verify_onnx
     from pfadseg.predict import load_predictor
 

@@ -6,6 +6,11 @@ Training and inference both use these; nothing here knows about files, stages or
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,14 +18,76 @@ from torch import nn
 
 from pfadseg.config import TrainConfig
 
+log = logging.getLogger(__name__)
+LOCK_DIR_ENV = "PFADSEG_GPU_LOCK_DIR"  # where the per-GPU lock files live (default: the system temp folder)
+_claimed: dict[str, Any] = {}  # this process's claimed device and its open lock file (released at exit)
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error naming train.device."""
+    """``auto`` -> CUDA when present (a free GPU of several, see :func:`claim_free_gpu`), else CPU; ``cuda``
+    without a GPU is an error naming train.device."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return claim_free_gpu() if torch.cuda.device_count() > 1 else torch.device("cuda")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def gpu_lock_dir() -> Path:
+    """The folder of the per-GPU lock files: ``$PFADSEG_GPU_LOCK_DIR``, else ``<tmp>/pfadseg-gpu-locks``."""
+    return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "pfadseg-gpu-locks")
+
+
+def physical_gpu_ids() -> list[str]:
+    """The visible GPUs' machine-wide ids in CUDA index order: ``CUDA_VISIBLE_DEVICES`` when set, else 0..n-1."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = torch.cuda.device_count()
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def claim_free_gpu(poll_s: float = 2.0) -> torch.device:
+    """The first visible GPU no other process holds, locked for the rest of this process (released on exit or crash).
+
+    One ``flock``'d file per machine-wide GPU id in :func:`gpu_lock_dir`, so queued experiments on one machine
+    (``pfadseg ablate --jobs N``) never share a GPU; waits while every GPU is held. Repeated calls return the
+    same device.
+    """
+    import fcntl  # POSIX; the lock is the kernel's, so a killed process frees its GPU
+
+    if "device" in _claimed:
+        return _claimed["device"]
+    folder = gpu_lock_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = physical_gpu_ids()
+    waited = False
+    while True:
+        for index, gpu in enumerate(ids):
+            handle = (folder / f"gpu-{gpu}.lock").open("a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            _claimed.update(device=torch.device(f"cuda:{index}"), handle=handle, gpu=gpu)
+            log.info("device: cuda:%d (GPU %s of %d visible), lock %s", index, gpu, len(ids), handle.name)
+            return _claimed["device"]
+        if not waited:
+            log.info("device: all %d GPUs are held by other pfadseg processes (%s); waiting", len(ids), folder)
+            waited = True
+        time.sleep(poll_s)
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, ``cuda:0``; with a claimed GPU also its machine-wide id, e.g. ``cuda:1 (GPU 5)``."""
+    if _claimed.get("device") == device:
+        return f"{device} (GPU {_claimed['gpu']})"
+    return str(device)
 
 
 def configure_backends(device: torch.device) -> None:

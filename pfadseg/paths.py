@@ -27,6 +27,11 @@ class Layout:
         return self.root / "data" / "raw" / "textures"
 
     @property
+    def params_check(self) -> Path:
+        """Written by the ``check_params`` stage once params.yaml validates; every other stage depends on it."""
+        return self.root / "params.checked"
+
+    @property
     def images_manifest(self) -> Path:
         return self.root / "data" / "raw" / "images_manifest.json"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -33,3 +35,45 @@ def test_profile_prints_set_arguments() -> None:
                                      "model.use_rcm=false", "-S", "train.student.iterations=1000", "-S",
                                      "train.student.batch_size=32", "-S", "train.student.lr=0.4", "-S",
                                      "train.seg.batch_size=32"]
+
+
+def test_a_non_finite_override_fails_naming_the_key() -> None:
+    result = runner.invoke(app, ["train-student", "bottle", "-S", "train.student.lr=.nan"])
+    assert result.exit_code == 2
+    assert "train.student.lr: must be a finite number, got nan" in result.output
+
+
+def test_demo_outside_the_project_root_says_where_to_run_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert "lacks params.yaml, dvc.yaml, profiles/demo.yaml: run `pfadseg demo` from the pfadseg project root" in (
+        " ".join(result.output.split()))
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+
+
+def test_export_help_shows_the_extra_to_install() -> None:
+    result = runner.invoke(app, ["export", "--help"])
+    assert result.exit_code == 0
+    assert "(pip: .[export])" in " ".join(result.output.split())  # rich wraps the text
+
+
+@pytest.mark.parametrize("command", [["experiment", "bad"], ["ablate", "--rows", "1"]])
+def test_a_bad_experiment_value_changes_nothing(command: list[str], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validated before DVC runs: params.yaml keeps its text and no dvc.yaml is written."""
+    params = (Path(__file__).parent.parent / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*command, "-S", "train.student.iterations=abc"])
+    assert result.exit_code != 0 and "train.student.iterations" in result.output, result.output
+    assert (tmp_path / "params.yaml").read_text() == params and not (tmp_path / "dvc.yaml").exists()
+
+
+def test_ablate_rejects_rows_outside_table_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "params.yaml").write_text((Path(__file__).parent.parent / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["ablate", "--rows", "1,x"])
+    assert result.exit_code == 1 and "--rows '1,x': give comma-separated integers" in result.output
+    result = runner.invoke(app, ["ablate", "--rows", "8"])
+    assert result.exit_code == 1 and "--rows 8: Table 4 has rows 1 to 7" in result.output

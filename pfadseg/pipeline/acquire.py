@@ -83,7 +83,7 @@ def acquire_images(
         spec = with_overrides(data.mvtec, url, sha256)
         path = fetch_archive(spec, layout.archives, archive=archive, key="data.mvtec", progress=progress)
         with _workdir(root) as work:
-            safe_extract(path, work / "extracted")
+            safe_extract(path, work / "extracted", data.archive_limits)
             found = find_dataset_root(work / "extracted", categories)
             counts = _install([found / cat for cat in categories], root,
                               lambda tmp: _mvtec_manifest(tmp, categories))
@@ -93,7 +93,7 @@ def acquire_images(
         path = fetch_archive(spec, layout.archives, archive=archive, name=KSDD2_ARCHIVE, key="data.ksdd2",
                              progress=progress)
         with _workdir(root) as work:
-            safe_extract(path, work / "extracted")
+            safe_extract(path, work / "extracted", data.archive_limits)
             record["conversion"] = convert_ksdd2(work / "extracted", work / "converted")
             counts = _install([work / "converted" / cat for cat in categories], root,
                               lambda tmp: build_manifest(tmp, categories))
@@ -128,7 +128,7 @@ def acquire_textures(
         if data.textures == "dtd":
             spec = with_overrides(data.dtd, url, sha256)
             path = fetch_archive(spec, layout.archives, archive=archive, key="data.dtd", progress=progress)
-            safe_extract(path, work / "extracted")
+            safe_extract(path, work / "extracted", data.archive_limits)
             record.update(_archive_record(spec, path))
         else:
             summary = make_procedural_textures(work / "extracted", data.procedural_textures)
@@ -144,11 +144,12 @@ def acquire_textures(
 
 ACQUIRE_IMAGES = StageDef(
     "acquire_images", acquire_images,
-    params=lambda arch: ("data.source", "data.root", "data.categories", "data.mvtec", "data.ksdd2", "data.synthetic"),
-    outs=lambda arch: (str(ITEM.images),), metrics=(str(ITEM.images_manifest),),
+    params=lambda arch: ("data.source", "data.root", "data.categories", "data.mvtec", "data.ksdd2",
+                         "data.archive_limits", "data.synthetic"),
+    outs=lambda arch: (str(ITEM.images),), records=lambda arch: (str(ITEM.images_manifest),),
 )
 ACQUIRE_TEXTURES = StageDef(
     "acquire_textures", acquire_textures,
-    params=lambda arch: ("data.textures", "data.dtd", "data.procedural_textures"),
-    outs=lambda arch: (str(ITEM.textures),), metrics=(str(ITEM.textures_manifest),),
+    params=lambda arch: ("data.textures", "data.dtd", "data.archive_limits", "data.procedural_textures"),
+    outs=lambda arch: (str(ITEM.textures),), records=lambda arch: (str(ITEM.textures_manifest),),
 )

@@ -37,7 +37,8 @@ class StageDef:
     arch: str | None = None
     deps: Callable[[str], Sequence[str]] = lambda arch: ()
     outs: Callable[[str], Sequence[str]] = lambda arch: ()
-    metrics: Sequence[str] = ()
+    metrics: Sequence[str] = ()  # what users compare between experiments (dvc exp show's columns)
+    records: Callable[[str], Sequence[str]] = lambda arch: ()  # small files Git tracks (outs with cache: false)
     plots: Callable[[str], Sequence[str]] = lambda arch: ()
     extra_code: Sequence[str] = ()  # non-Python files of the package it reads
 

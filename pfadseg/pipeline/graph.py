@@ -21,8 +21,9 @@ from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.bank import BANK
 from pfadseg.pipeline.calibrate import CALIBRATE
+from pfadseg.pipeline.check_params import CHECK_PARAMS
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
-from pfadseg.pipeline.entry import StageDef
+from pfadseg.pipeline.entry import ITEM, StageDef
 from pfadseg.pipeline.evaluate import EVALUATE
 from pfadseg.pipeline.report import REPORT
 
@@ -38,7 +39,7 @@ HEADER = """\
 def stages_for(cfg: Config) -> list[StageDef]:
     """The pipeline's stages for ``cfg``'s architecture, in order."""
     training = [TRAINING_STAGES[name] for name in architecture(cfg.model.arch).train_stages]
-    return [ACQUIRE_IMAGES, ACQUIRE_TEXTURES, BANK, *training, CALIBRATE, EVALUATE, REPORT]
+    return [CHECK_PARAMS, ACQUIRE_IMAGES, ACQUIRE_TEXTURES, BANK, *training, CALIBRATE, EVALUATE, REPORT]
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -88,19 +89,23 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
     """One stage of dvc.yaml."""
     arch = cfg.model.arch
     script = Path("stages") / f"{stage.name}.py"
-    code = [script, *import_closure(root, root / script)]
+    code = [Path("stages/__init__.py"), script, *import_closure(root, root / script)]
     entry: dict[str, Any] = {}
+    # `python -m` puts the project root first on sys.path: the stage runs the pfadseg beside it, the code DVC hashes,
+    # not whatever pfadseg the interpreter has installed (an editable checkout elsewhere, a queue worker's origin).
     if stage.per_run:
         entry["matrix"] = {"category": "${data.categories}", "seed": "${seeds}"}
-        entry["cmd"] = f"python {script} ${{item.category}} ${{item.seed}}"
-    else:
-        entry["cmd"] = f"python {script}"
-    entry["deps"] = [*map(str, code), *stage.extra_code, *stage.deps(arch)]
+    entry["cmd"] = f"python -m stages.{stage.name}" + (" ${item.category} ${item.seed}" if stage.per_run else "")
+    checked = [] if stage is CHECK_PARAMS else [str(ITEM.params_check)]  # so DVC runs check_params first
+    entry["deps"] = [*map(str, code), *stage.extra_code, *stage.deps(arch), *checked]
     entry["params"] = _compact(stage.declared(cfg))
-    for kind, paths in (("outs", stage.outs(arch)), ("metrics", stage.metrics), ("plots", stage.plots(arch))):
-        cache_free = kind != "outs" or stage.name == "report"  # report: Git tracks reports/
+    report = stage.name == "report"  # Git tracks reports/
+    outs = [*(({p: {"cache": False}} if report else p) for p in stage.outs(arch)),
+            *({p: {"cache": False}} for p in stage.records(arch))]
+    for kind, paths in (("outs", outs), ("metrics", [{p: {"cache": False}} for p in stage.metrics]),
+                        ("plots", [{p: {"cache": False}} for p in stage.plots(arch)])):
         if paths:
-            entry[kind] = [{p: {"cache": False}} if cache_free else p for p in paths]
+            entry[kind] = paths
     return entry
 
 

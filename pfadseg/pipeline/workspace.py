@@ -13,6 +13,7 @@ import yaml
 
 from pfadseg.config import apply_overrides, config_from_dict, read_params
 from pfadseg.pipeline.graph import write_graph
+from pfadseg.revision import record_source
 
 # What a pipeline needs besides params.yaml: the stage scripts, the code its deps hash, the DVC settings.
 PROJECT_ITEMS = ("dvc.yaml", ".dvcignore", "stages", "pfadseg", "profiles")
@@ -22,16 +23,17 @@ def _ignore(_: str, names: list[str]) -> set[str]:
     return {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
 
 
-def tool_env() -> dict[str, str]:
-    """Environment whose PATH starts with this interpreter's folder, so dvc and ``python`` match it."""
-    env = dict(os.environ)
+def tool_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with PATH starting with this interpreter's folder, so dvc and
+    ``python`` match it."""
+    env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
 def make_workspace(project: Path, dest: Path, overrides: Sequence[str]) -> Path:
-    """Copy the project into ``dest`` (a new git + DVC repository) with ``params.yaml`` + ``overrides`` and the
-    dvc.yaml of their architecture."""
+    """Copy the project into ``dest`` (a new git + DVC repository) with ``params.yaml`` + ``overrides``, the
+    dvc.yaml of their architecture and a record of the project's revision (``pfadseg.revision``)."""
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: already exists and is not empty; remove it or choose another folder")
     params = apply_overrides(read_params(project / "params.yaml"), overrides)
@@ -44,16 +46,26 @@ def make_workspace(project: Path, dest: Path, overrides: Sequence[str]) -> Path:
             shutil.copy2(src, dest / item)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_graph(config_from_dict(params), dest)  # the graph of the workspace's own architecture
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=pfadseg", "-c", "user.email=pfadseg@localhost", "commit", "-qm",
-                 "workspace"]):
+    record_source(project, dest)  # its reports name the project's revision, not the workspace's own commit
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=dest, check=True, env=tool_env(), capture_output=True)
+    commit_all(dest, "workspace")
     return dest
 
 
-def run_dvc(workspace: Path, *args: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``dvc ARGS`` in ``workspace`` with this interpreter's tools; raise with DVC's output on failure."""
-    proc = subprocess.run(["dvc", *args], cwd=workspace, env=tool_env(), text=True,
+def commit_all(workspace: Path, message: str) -> None:
+    """``git add -A`` and commit (e.g. the demo's baseline results, so ``dvc exp show`` sets experiments beside
+    them); nothing when nothing changed."""
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=pfadseg", "-c", "user.email=pfadseg@localhost",
+                                       "commit", "-qm", message, "--allow-empty"]):
+        subprocess.run(cmd, cwd=workspace, check=True, env=tool_env(), capture_output=True)
+
+
+def run_dvc(workspace: Path, *args: str, capture: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dvc ARGS`` in ``workspace`` with this interpreter's tools (in ``env``, default this process's);
+    raise with DVC's output on failure."""
+    proc = subprocess.run(["dvc", *args], cwd=workspace, env=tool_env(env), text=True,
                           capture_output=capture, check=False)
     if proc.returncode != 0:
         detail = f"\n{proc.stdout}\n{proc.stderr}" if capture else ""

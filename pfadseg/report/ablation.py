@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pfadseg.data.categories import MVTEC_CATEGORIES
 from pfadseg.fsio import atomic_path
 from pfadseg.report.paper import paper_numbers
 from pfadseg.report.tables import (
+    FOOTNOTES,
+    NO_DELTA_MARK,
     NOT_REPORTED,
     NOT_RUN,
     Provenance,
@@ -70,6 +73,12 @@ class ExperimentResult:
     switches: tuple[bool, bool, bool]  # (rcm, aff, pcar)
     runs: dict[str, list[dict[str, Any]]]
     arch: str = "pfadseg"
+    rev: str = ""  # the experiment's commit
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices its evaluations ran on."""
+        return sorted({str(r.get("device", "?")) for rs in self.runs.values() for r in rs})
 
 
 def _entries(exp_show: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -93,9 +102,10 @@ def parse_exp_show(exp_show: list[dict[str, Any]]) -> list[ExperimentResult]:
             if (match := _METRICS_FILE.search(path)) and metrics.get("data"):  # the path names the run's seed
                 runs.setdefault(match["category"], []).append({**metrics["data"], "run_seed": int(match["seed"])})
         if runs:
-            results.append(ExperimentResult(entry.get("name") or entry.get("rev", "?")[:7],
+            rev = str(entry.get("rev", "?"))
+            results.append(ExperimentResult(entry.get("name") or rev[:7],
                                             tuple(model[s] for s in SWITCHES), runs,  # type: ignore[arg-type]
-                                            str(model.get("arch", "pfadseg"))))
+                                            str(model.get("arch", "pfadseg")), rev))
     return results
 
 
@@ -155,6 +165,29 @@ def paired_difference(a: ExperimentResult, b: ExperimentResult, metric: str) -> 
     return PairedDifference(float(diff.mean()), float(diff.mean()) - half, float(diff.mean()) + half, len(diff))
 
 
+def _delta(result: ExperimentResult | None, ours: Stat | None, paper: float | None) -> str:
+    """ours − paper when ``result`` ran every MVTec AD category (the paper gives only those means), else none."""
+    if result and ours and paper is not None and not set(MVTEC_CATEGORIES) <= set(result.runs):
+        return NOT_REPORTED + NO_DELTA_MARK
+    return signed_delta(ours, paper)
+
+
+def missing_rows(results: list[ExperimentResult]) -> list[int]:
+    """The Table 4 rows no experiment in ``results`` gives."""
+    return [v.row for v in variants() if pick(results, v) is None]
+
+
+def _experiments_list(results: list[ExperimentResult]) -> list[str]:
+    """Provenance of each experiment the tables use: its name, commit, device(s) and runs."""
+    used = [found for v in variants() if (found := pick(results, v))]
+    if adps := pick_adps(results):
+        used.append(adps)
+    lines = ["## Experiments", "", "| Experiment | Revision | Device | Category × seed runs |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.rev[:7] or '?'} | {', '.join(r.devices)} | {sum(map(len, r.runs.values()))} |"
+              for r in {r.name: r for r in used}.values()]
+    return lines
+
+
 def _differences_table(results: list[ExperimentResult], reference: Variant) -> list[str]:
     """Each row against ``reference``: ours with its interval beside the paper's difference."""
     base = pick(results, reference)
@@ -189,7 +222,7 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
         cells += [found.name, str(len(found.runs))] if found else [NOT_RUN, "0"]
         for (metric, _), paper in zip(METRICS, variant.paper, strict=True):
             ours = mean_over_categories(found, metric) if found else None
-            cells += [str(ours) if ours else NOT_RUN, f"{paper:.1f}", signed_delta(ours, paper)]
+            cells += [str(ours) if ours else NOT_RUN, f"{paper:.1f}", _delta(found, ours, paper)]
         lines.append("| " + " | ".join(cells) + " |")
     adps = pick_adps(results)
     if adps:
@@ -198,7 +231,7 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
             ours = mean_over_categories(adps, metric)
             reported = paper_numbers().adps_pixel_ap["mvtec_ad"] if metric == "pixel_ap" else None
             cells += [str(ours) if ours else NOT_RUN, f"{reported:.1f}" if reported else NOT_REPORTED,
-                      signed_delta(ours, reported)]
+                      _delta(adps, ours, reported)]
         lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "The ADPS row is `model.arch=adps` (experiment `adps`); its paper states only the mean pixel AP."]
     rows = variants()
@@ -206,6 +239,11 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
     runs = [(r.switches, category, run["run_seed"]) for r in picked for category, rs in r.runs.items() for run in rs]
     seeds = {seed for _, _, seed in runs}
     students = {(switches[1:], category, seed) for switches, category, seed in runs}  # AFF and PCAR shape it
+    if NO_DELTA_MARK in "\n".join(lines):
+        lines += ["", FOOTNOTES[NO_DELTA_MARK]]
+    if missing := missing_rows(results):
+        lines += ["", f"Rows not run: {', '.join(map(str, missing))} (no experiment with their switches; "
+                  "`pfadseg ablate --rows ...` runs them)."]
     lines += ["", f"The {len(picked)} rows found ran {len(runs)} category × seed runs over {len(seeds)} training "
               f"seed(s): {len(students)} students and {len(runs)} segmentation nets (rows that share AFF and PCAR "
               "share their students through DVC's run cache)."]
@@ -220,6 +258,7 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
     for reference in (rows[0], rows[-1]):
         lines += ["", f"### Against row {reference.row} ({'DeSTSeg' if reference.row == 1 else 'PFADSeg'})", "",
                   *_differences_table(results, reference)]
+    lines += ["", *_experiments_list(results)]
     return "\n".join([*lines, ""])
 
 

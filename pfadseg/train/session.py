@@ -17,7 +17,7 @@ from pfadseg.arch.base import Architecture, ModelFile, same_teacher
 from pfadseg.artifacts import load_model_file, save_model_file
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_train_set
-from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, device_label, resolve_device
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
 from pfadseg.synth.bank import AnomalyBank
@@ -94,8 +94,9 @@ class TrainingSession:
         path = layout.model(category, seed, file.name)
         save_model_file(path, file.format, state_dict, {
             "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
-            "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed, "device": str(self.device),
-            "iterations": iterations, "wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from,
+            "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed,
+            "device": device_label(self.device), "iterations": iterations, "wall_time_s": result.wall_time_s,
+            "resumed_from": result.resumed_from,
             "final_losses": result.last_losses, **(meta() if meta else {}),
         })
         checkpoint.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,18 @@ def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace:
     for stage in ("train_student@", "train_seg@", "calibrate@", "evaluate@"):
         assert not _ran(out, stage), out
     assert "is cached - skipping run" in out, out
+
+
+def test_an_invalid_experiment_value_deletes_no_output(workspace: Path) -> None:
+    """check_params fails before DVC deletes what train_student would replace."""
+    student = workspace / "models/carpet/seed0/student.pt"
+    before = student.read_bytes()
+    try:
+        with pytest.raises(RuntimeError, match=r"train\.student\.iterations"):
+            run_dvc(workspace, "exp", "run", "-S", "train.student.iterations=abc")
+    finally:
+        subprocess.run(["git", "checkout", "params.yaml"], cwd=workspace, check=True)  # dvc exp run leaves the -S
+    assert student.read_bytes() == before
 
 
 def test_dvc_status_follows_the_code_each_stage_imports(workspace: Path) -> None:

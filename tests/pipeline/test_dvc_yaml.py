@@ -61,3 +61,51 @@ def test_layers_read_one_way() -> None:
         # config: arch-dependent validation and names; report/ablation: selects experiments' results by arch
         if rel not in ("pfadseg/config.py", "pfadseg/report/ablation.py"):
             assert not re.search(r"\barch\s*[!=]=\s*[\"']", text), f"{rel} branches on the architecture name"
+
+
+def test_a_stage_runs_the_code_dvc_tracks(tmp_path) -> None:
+    """In a copy of the project (the demo's, a queue worker's), the stage imports the copy's pfadseg, which DVC
+    hashes, not the pfadseg installed in the interpreter (here: the editable checkout)."""
+    import subprocess
+
+    from pfadseg.config import profile_overrides
+    from pfadseg.pipeline.workspace import make_workspace, tool_env
+
+    ws = make_workspace(REPO, tmp_path / "copy", profile_overrides(REPO / "profiles/ci.yaml"))
+    with (ws / "pfadseg/__init__.py").open("a") as fh:
+        fh.write('\nraise SystemExit("the tracked copy ran")\n')
+    cmd = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]["report"]["cmd"]
+    assert "pfadseg/__init__.py" in yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]["report"]["deps"]
+    proc = subprocess.run(cmd, shell=True, cwd=ws, env=tool_env(), capture_output=True, text=True, check=False)
+    assert "the tracked copy ran" in proc.stderr, proc.stderr
+
+
+def test_params_are_checked_before_any_stage_that_has_outputs() -> None:
+    """DVC deletes a stage's outputs before its command runs: the whole params.yaml is validated first."""
+    assert next(iter(STAGES)) == "check_params"
+    assert set(STAGES["check_params"]["params"]) == set(read_params(REPO / "params.yaml")), "any key reruns it"
+    for name, stage in STAGES.items():
+        if name != "check_params":
+            assert "params.checked" in stage["deps"], f"{name} could run before params.yaml is validated"
+
+
+def test_dvc_exp_show_columns_are_the_evaluation_metrics() -> None:
+    metrics = [next(iter(m)) if isinstance(m, dict) else m for s in STAGES.values() for m in s.get("metrics", [])]
+    assert metrics == ["metrics/${item.category}/seed${item.seed}.json"], "manifests are records, not metrics"
+
+
+def test_the_demo_commits_its_baseline_results(tmp_path) -> None:
+    """After `dvc repro`, the demo commits the results Git tracks, so `dvc exp show` sets experiments beside them."""
+    import subprocess
+
+    from pfadseg.config import profile_overrides
+    from pfadseg.pipeline.workspace import commit_all, make_workspace
+
+    ws = make_workspace(REPO, tmp_path / "demo", profile_overrides(REPO / "profiles/ci.yaml"))
+    (ws / "metrics").mkdir()
+    (ws / "metrics/result.json").write_text('{"seg": {"image_auroc": 0.9}}')
+    commit_all(ws, "demo baseline results")
+    git = lambda *a: subprocess.run(["git", *a], cwd=ws, capture_output=True, text=True, check=True).stdout  # noqa: E731
+    assert git("status", "--porcelain") == ""
+    assert git("log", "--format=%s").split("\n")[:2] == ["demo baseline results", "workspace"]
+    assert "metrics/result.json" in git("show", "--name-only", "--format=", "HEAD")

@@ -47,11 +47,12 @@ def test_rows_are_matched_by_switches_and_averaged_over_categories() -> None:
     # columns: row, rcm, aff, pcar, experiment, categories, then (ours, paper, delta) per metric
     row1 = _row(text, 1)
     assert row1[1:6] == ["", "", "", "ablation-1-none", "2"]
-    assert row1[12:15] == ["55.0", "74.6", "−19.6"]
+    assert row1[12:15] == ["55.0", "74.6", "–‡"]  # 2 categories against the paper's 15-category mean: no Δ
     row5 = _row(text, 5)
-    assert row5[4] == "my-run" and row5[12] == "65.0" and row5[14] == "−13.4"
+    assert row5[4] == "my-run" and row5[12] == "65.0" and row5[14] == "–‡"
     row7 = _row(text, 7)
-    assert row7[1:4] == ["✓", "✓", "✓"] and row7[12:15] == ["75.0", "78.7", "−3.7"]
+    assert row7[1:4] == ["✓", "✓", "✓"] and row7[12:15] == ["75.0", "78.7", "–‡"]
+    assert "‡ No Δ: the paper reports only its mean over all 15 categories" in text
     assert _row(text, 3)[4] == NOT_RUN and _row(text, 3)[12] == NOT_RUN
 
 
@@ -75,7 +76,7 @@ def test_adps_experiment_gets_its_own_row_and_never_fills_a_switch_row() -> None
     row = next(ln for ln in text.splitlines() if ln.startswith("| ADPS |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[4:6] == ["adps", "2"]
-    assert cells[9:12] == ["50.0", "77.4", "−27.4"]  # pixel AP: ours, ADPS's reported MVTec mean, delta
+    assert cells[9:12] == ["50.0", "77.4", "–‡"]  # pixel AP: ours, ADPS's reported MVTec mean, no Δ (2 categories)
     assert cells[12:15] == ["80.0", "–", "–"]  # IAP: ADPS reports none
 
 
@@ -127,3 +128,26 @@ def test_the_report_gives_seed_std_and_marks_real_differences() -> None:
 
 def test_one_seed_says_the_intervals_cover_categories_only() -> None:
     assert "One training seed" in render_ablation(parse_exp_show(_exp_show()), Provenance({}, []))
+
+
+def test_missing_rows_and_each_experiments_revision_and_device_are_listed() -> None:
+    from pfadseg.report.ablation import missing_rows
+
+    exp_show = _exp_show()
+    exp_show[1]["experiments"][0]["revs"][0]["data"]["metrics"]["metrics/bottle/seed0.json"]["data"]["device"] = \
+        "cuda:1 (GPU 5)"
+    results = parse_exp_show(exp_show)
+    assert missing_rows(results) == [2, 3, 4, 6]
+    text = render_ablation(results, Provenance({}, []))
+    assert "Rows not run: 2, 3, 4, 6" in text
+    experiments = text[text.index("## Experiments"):]
+    assert "| ablation-1-none | 0000000 | ?, cuda:1 (GPU 5) | 2 |" in experiments
+    assert "| my-run | 0000000 | ? | 1 |" in experiments and "| main |" in experiments
+
+
+def test_a_row_over_all_fifteen_categories_gets_its_delta_against_the_paper() -> None:
+    from pfadseg.data.categories import MVTEC_CATEGORIES
+
+    exp_show = [_entry("full", False, False, False, dict.fromkeys(MVTEC_CATEGORIES, 0.5))]
+    text = render_ablation(parse_exp_show(exp_show), Provenance({}, []))
+    assert _row(text, 1)[12:15] == ["50.0", "74.6", "−24.6"] and "‡ No Δ" not in text
