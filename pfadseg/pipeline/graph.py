@@ -97,11 +97,12 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
         entry["matrix"] = {"category": "${data.categories}", "seed": "${seeds}"}
     entry["cmd"] = f"python -m stages.{stage.name}" + (" ${item.category} ${item.seed}" if stage.per_run else "")
     checked = [] if stage is CHECK_PARAMS else [str(ITEM.params_check)]  # so DVC runs check_params first
+    kept = {"persist": True} if stage is CHECK_PARAMS else {}  # a failed check leaves the marker (and all else)
     entry["deps"] = [*map(str, code), *stage.extra_code, *stage.deps(arch), *checked]
     entry["params"] = _compact(stage.declared(cfg))
     report = stage.name == "report"  # Git tracks reports/
     outs = [*(({p: {"cache": False}} if report else p) for p in stage.outs(arch)),
-            *({p: {"cache": False}} for p in stage.records(arch))]
+            *({p: {"cache": False, **kept}} for p in stage.records(arch))]
     for kind, paths in (("outs", outs), ("metrics", [{p: {"cache": False}} for p in stage.metrics]),
                         ("plots", [{p: {"cache": False}} for p in stage.plots(arch)])):
         if paths:
