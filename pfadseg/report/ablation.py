@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,16 +152,18 @@ class PairedDifference:
         return self.low > 0 or self.high < 0
 
     def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:+.1f} [no interval: 1 pair]".replace("-", "−")
         text = f"{self.mean:+.1f} [{self.low:+.1f}, {self.high:+.1f}]".replace("-", "−")
         return f"**{text}**" if self.excludes_zero else text
 
 
 def paired_difference(a: ExperimentResult, b: ExperimentResult, metric: str) -> PairedDifference | None:
-    """``a − b`` paired over categories × seeds; Student's t interval at 95 % (None with fewer than 2 pairs)."""
+    """``a − b`` paired over categories × seeds; Student's t interval at 95 % (NaN with one pair, None with none)."""
     pairs = seg_frame(a, metric).merge(seg_frame(b, metric), on=["category", "seed"], suffixes=("_a", "_b"))
     diff = (pairs["value_a"] - pairs["value_b"]).to_numpy()
     if len(diff) < 2:
-        return None
+        return PairedDifference(float(diff[0]), math.nan, math.nan, 1) if len(diff) else None
     half = float(stats.t.ppf(0.975, len(diff) - 1) * stats.sem(diff))  # 0 when every pair differs alike
     return PairedDifference(float(diff.mean()), float(diff.mean()) - half, float(diff.mean()) + half, len(diff))
 

@@ -115,6 +115,18 @@ def test_paired_difference_matches_a_hand_computed_t_interval() -> None:
     assert paired_difference(pick(results, rows[1]), pick(results, rows[1]), "pixel_ap") is None
 
 
+def test_one_pair_gives_its_difference_without_an_interval() -> None:
+    """One category and one seed (a one-category demo): the difference, said to have no interval, not "not run"."""
+    results = parse_exp_show(_exp_show())
+    rows = variants()
+    diff = paired_difference(pick(results, rows[4]), pick(results, rows[0]), "iap")  # my-run ran bottle only
+    assert diff is not None and diff.n == 1 and not diff.excludes_zero
+    assert str(diff) == "+15.0 [no interval: 1 pair]"
+    text = render_ablation(results, Provenance({}, []))
+    against_row_1 = text[text.index("### Against row 1"):]
+    assert "| 5 | my-run | 1 | +0.0 [no interval: 1 pair] |" in against_row_1
+
+
 def test_the_report_gives_seed_std_and_marks_real_differences() -> None:
     text = render_ablation(_two_seed_grid(), Provenance({}, []))
     assert _row(text, 7)[12] == "58.5 ± 2.1", "seed means 57 and 60"
