@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import profile_overrides
-from pfadseg.pipeline.ablate import available_cores, worker_env
+from pfadseg.pipeline.ablate import worker_env
 from pfadseg.pipeline.workspace import make_workspace, tool_env
 from tests.conftest import REPO
 
@@ -63,15 +63,21 @@ def test_the_queue_runs_the_rows_and_the_report_names_each_experiment(queued_rep
 
 
 def test_a_grid_split_over_two_clones_renders_the_same_report(project: Path, queued_report: str) -> None:
-    """Each clone recomputes one row, one stage after another with a queue worker's threads, and pushes it; a third
-    clone pulls both and renders: the same report, so the numbers equal the queued run's bit for bit."""
+    """Two machines at once: each clone recomputes one row, one stage after another with a queue worker's threads,
+    and pushes it; a third clone pulls both and renders the same report, so the numbers equal the queued run's bit
+    for bit."""
     origin = project.parent / "origin.git"
-    threads = worker_env(JOBS, available_cores())
+    workers = {}
     for row, clone in (("1", "machine-a"), ("7", "machine-b")):
         _sh(project.parent, "git", "clone", "-q", str(origin), clone)
         _sh(project.parent / clone, "dvc", "pull", "--allow-missing")  # the data stages' outputs
-        out = _sh(project.parent / clone, "pfadseg", "ablate", "--rows", row, "--push", "origin", env=threads)
-        assert "Running stage 'train_student@carpet-0'" in out, out  # computed here, not restored
+        workers[clone] = subprocess.Popen(["pfadseg", "ablate", "--rows", row, "--push", "origin"],
+                                          cwd=project.parent / clone, env=tool_env(worker_env(JOBS)), text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for clone, worker in workers.items():
+        out = worker.communicate()[0]
+        assert worker.returncode == 0, f"{clone}:\n{out}"
+        assert "Running stage 'train_student@carpet-0'" in out, out  # computed there, not restored
     _sh(project.parent, "git", "clone", "-q", str(origin), "coordinator")
     coordinator = project.parent / "coordinator"
     out = _sh(coordinator, "pfadseg", "ablate", "--no-run", "--pull", "origin")
