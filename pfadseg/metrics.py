@@ -197,6 +197,11 @@ def _roc_vertices(th: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
     return fpr, tpr
 
 
+def _pr_vertices(th: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at each positive value taken as the threshold (the step-wise AP's points)."""
+    return th.tp_ge / th.n_pos, th.tp_ge / (th.tp_ge + th.fp_ge)
+
+
 def _thin(columns: dict[str, np.ndarray], n_points: int = CURVE_POINTS) -> dict[str, list[float]]:
     """Keep about ``n_points`` evenly spaced (by index) points of a curve, always the first and last."""
     length = len(next(iter(columns.values())))
@@ -255,15 +260,10 @@ def image_level(scores: np.ndarray, labels: np.ndarray, *, curves: bool = False)
     if curves:
         empty = np.zeros(0)
         fpr, tpr = (empty, empty) if th is None else _roc_vertices(th)
-        recall, precision = (empty, empty) if th is None else (th.tp_ge / th.n_pos, th.tp_ge / (th.tp_ge + th.fp_ge))
+        recall, precision = (empty, empty) if th is None else _pr_vertices(th)
         result["curves"] = {"image_roc": _thin({"fpr": fpr, "tpr": tpr}, n_points=fpr.size),
                             "image_pr": _thin({"recall": recall, "precision": precision}, n_points=recall.size)}
     return result
-
-
-def image_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Image AUROC of per-image scores vs labels; NaN with a warning when one class is absent (4.3)."""
-    return image_level(scores, labels)["image_auroc"]
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
@@ -517,11 +517,11 @@ def evaluate_maps(
     }
     if curves:
         roc_fpr, roc_tpr = _roc_vertices(th)
-        recall = th.tp_ge / th.n_pos
+        recall, precision = _pr_vertices(th)
         result["curves"] = {
             **image["curves"],
             "pixel_roc": _thin({"fpr": roc_fpr, "tpr": roc_tpr}),
-            "pixel_pr": _thin({"recall": recall, "precision": th.tp_ge / (th.tp_ge + th.fp_ge)}),
+            "pixel_pr": _thin({"recall": recall, "precision": precision}),
             "pro": _thin({"fpr": pro_fpr, "pro": pro_tpr}),
         }
     return result

@@ -49,6 +49,11 @@ class CategoryFiles:
         return sorted({item.defect for item in self.test if item.label})
 
 
+def mask_file(category_dir: Path, defect: str, image: Path) -> Path:
+    """Where MVTec AD keeps the mask of ``image`` (a test image of ``defect``): ground_truth/DEFECT/STEM_mask.png."""
+    return category_dir / "ground_truth" / defect / f"{image.stem}_mask.png"
+
+
 def image_files(folder: Path) -> list[Path]:
     """Sorted image files (png/jpg/jpeg/bmp/tif/tiff, any case) directly in ``folder``, not hidden ones."""
     return sorted(p for p in folder.iterdir()
@@ -83,7 +88,7 @@ def scan_category(root: Path, category: str, *, masks_required: bool = True) -> 
             stems.add((defect, image.stem))
             mask: Path | None = None
             if defect != GOOD:
-                mask = gt_dir / defect / f"{image.stem}_mask.png"
+                mask = mask_file(cat_dir, defect, image)
                 if not mask.is_file():
                     if masks_required:
                         raise LayoutError(f"{image}: defective test image without its mask (expected {mask})")

@@ -167,16 +167,17 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
 
 
 def run_queued(layout: Layout, plan: Sequence[Experiment], jobs: int, poll_s: float = 5.0) -> QueueProgress:
-    """Queue the experiments (``dvc exp run --queue``), start ``jobs`` workers, wait for them, name the failures."""
+    """Queue the experiments (``dvc exp run --queue``), start ``jobs`` workers and wait for them."""
     workspace_cfg = load_config(layout.root / "params.yaml")
     try:
         for exp in plan:
             run_experiment(layout, exp.name, exp.overrides, queue=True)  # the queue stores each one's dvc.yaml
     finally:
         write_graph(workspace_cfg, layout.root)  # the workspace keeps the graph of its own params
+    env = worker_env(jobs)
     log.info("ablation: %d experiments queued; starting %d workers with %s=%s", len(plan), jobs,
-             THREAD_VARIABLES[0], worker_env(jobs)[THREAD_VARIABLES[0]])
-    run_dvc(layout.root, "queue", "start", "-j", str(jobs), env=worker_env(jobs))
+             THREAD_VARIABLES[0], env[THREAD_VARIABLES[0]])
+    run_dvc(layout.root, "queue", "start", "-j", str(jobs), env=env)
     return watch_queue(layout, [exp.name for exp in plan], poll_s)
 
 

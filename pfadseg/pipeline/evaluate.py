@@ -13,7 +13,7 @@ import numpy as np
 from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
-from pfadseg.data.layout import CategoryFiles, scan_category
+from pfadseg.data.layout import CategoryFiles, mask_file, scan_category
 from pfadseg.device import amp_enabled, configure_backends, device_label, resolve_device
 from pfadseg.evaluate import BRANCHES, evaluate_branches, infer_maps, score_table
 from pfadseg.fsio import atomic_path, write_json
@@ -49,7 +49,7 @@ def _masks_missing(files: CategoryFiles) -> str | None:
     defective = sum(item.label for item in files.test)
     count = f"{len(unmasked)} of {defective} defective test images have no ground-truth mask"
     first = unmasked[0].image
-    expected = first.parents[2] / "ground_truth" / unmasked[0].defect / f"{first.stem}_mask.png"
+    expected = mask_file(first.parents[2], unmasked[0].defect, first)
     log.warning("%s: %s (first: %s, expected %s): pixel metrics are skipped; the image AUROC, AP and curves use "
                 "the folder labels (every test image outside test/good is anomalous)", files.category, count, first,
                 expected)

@@ -96,8 +96,9 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
     if stage.per_run:
         entry["matrix"] = {"category": "${data.categories}", "seed": "${seeds}"}
     entry["cmd"] = f"python -m stages.{stage.name}" + (" ${item.category} ${item.seed}" if stage.per_run else "")
-    checked = [] if stage is CHECK_PARAMS else [str(ITEM.params_check)]  # so DVC runs check_params first
-    kept = {"persist": True} if stage is CHECK_PARAMS else {}  # a failed check leaves the marker (and all else)
+    gate = stage is CHECK_PARAMS  # every other stage depends on its marker, so DVC runs it first
+    checked = [] if gate else [str(ITEM.params_check)]
+    kept = {"persist": True} if gate else {}  # a failed check leaves its marker, so nothing downstream turns stale
     entry["deps"] = [*map(str, code), *stage.extra_code, *stage.deps(arch), *checked]
     entry["params"] = _compact(stage.declared(cfg))
     report = stage.name == "report"  # Git tracks reports/

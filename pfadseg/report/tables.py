@@ -76,8 +76,8 @@ def aggregate(runs: Sequence[dict[str, Any]], branch: str, metric: str) -> Stat 
 def _group_stat(per_cat: Mapping[str, Stat], cats: Sequence[str]) -> Stat | None:
     """Plain mean over ``cats`` (as the papers average); std of that mean over seeds; None without ``cats``."""
     stats = [per_cat[c] for c in cats]
-    if len(stats) < 2:
-        return stats[0] if stats else None
+    if not stats:
+        return None
     mean = float(np.mean([s.mean for s in stats]))
     std = float(np.sqrt(np.mean([s.std**2 for s in stats]) / len(stats))) if min(s.n for s in stats) > 1 else 0.0
     return Stat(mean, std, min(s.n for s in stats))

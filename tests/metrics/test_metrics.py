@@ -17,7 +17,7 @@ from pfadseg.metrics import (
     aupro_mvtec,
     evaluate_maps,
     iap,
-    image_auroc,
+    image_level,
     image_scores,
     pixel_ap,
     pixel_auroc,
@@ -72,7 +72,7 @@ def test_image_auroc_equals_sklearn_with_ties(seed: int) -> None:
     rng = np.random.default_rng(seed)
     scores = rng.integers(0, 6, 40).astype(np.float64)  # many ties
     labels = rng.random(40) < 0.6
-    assert image_auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+    assert image_level(scores, labels)["image_auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -315,7 +315,7 @@ def test_inverted_maps_score_the_derived_lows() -> None:
     assert result["pixel_ap"] == pytest.approx(expected_ap, abs=1e-12)
     assert result["aupro"] == 0.0
     assert (result["iap"], result["iap90"]) == pytest.approx((c0 / (n_neg + c0),) * 2, abs=1e-12)
-    assert image_auroc(-image_scores(maps, 10), labels) == 0.0
+    assert image_level(-image_scores(maps, 10), labels)["image_auroc"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------- entry point
@@ -367,7 +367,7 @@ def test_only_anomalous_images_give_nan_image_auroc_with_a_warning(caplog: pytes
     assert result["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     assert result["curves"]["image_roc"] == {"fpr": [], "tpr": []}
     assert result["curves"]["image_pr"] == {"recall": [], "precision": []} and np.isnan(result["image_ap"])
-    assert np.isnan(image_auroc(np.ones(4), np.zeros(4, dtype=bool)))
+    assert np.isnan(image_level(np.ones(4), np.zeros(4, dtype=bool))["image_auroc"])
 
 
 # ------------------------------------------------------------------------------------------ errors
