@@ -17,12 +17,26 @@ class ArtifactError(ValueError):
     """A model file that is missing, unreadable or of the wrong kind."""
 
 
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically; a failed write raises a :class:`~pfadseg.fsio.WriteError` naming
+    ``path`` and the OS's reason (e.g. no space left on device), not the zip writer's "unexpected pos"."""
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        try:
+            torch.save(obj, fh)  # a Python file: the OS error of a failed write surfaces in Python
+        except RuntimeError as exc:  # the zip writer's end-of-file check, failing after the write error it hides
+            cause = exc.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
+
 def save_model_file(path: Path, fmt: str, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``{format, state_dict, meta}`` atomically; loadable with ``torch.load(weights_only=True)``."""
     cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
     meta = {**meta, "torch": str(torch.__version__), "python": platform.python_version()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": fmt, "state_dict": cpu_state, "meta": meta}, tmp)
+    save_torch({"format": fmt, "state_dict": cpu_state, "meta": meta}, path)
 
 
 def load_problem(path: Path, exc: Exception) -> str:

@@ -1,7 +1,8 @@
-"""Crash-safe file output: write to a temporary sibling, then rename into place."""
+"""Crash-safe file output: write to a temporary sibling, then rename into place; a failed write names its file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+class WriteError(OSError):
+    """A file could not be written: one line naming the destination and the OS's reason (``errno`` is the OS's)."""
+
+
+@contextmanager
+def writing(path: Path | str, *only: Path) -> Iterator[None]:
+    """Raise an OS error of the block as a :class:`WriteError` naming ``path`` and the OS's reason; with ``only``,
+    just the errors about no file or one of ``only`` (an error reading another file passes unchanged)."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        if only and (exc.errno is None or exc.filename not in (None, *map(str, only))):
+            raise
+        reason = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason += "; free some space, then rerun"
+        error = WriteError(f"{path}: cannot write: {reason}")
+        error.errno = exc.errno
+        raise error from exc
 
 
 def _default_mode(directory: bool) -> int:
@@ -21,16 +45,22 @@ def _default_mode(directory: bool) -> int:
 
 @contextmanager
 def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary file path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary file path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A failed write (the folder, the temporary file, the rename) raises a :class:`WriteError` naming ``path`` and the
+    OS's reason; the temporary file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, _default_mode(directory=False))
-        os.replace(tmp_path, path)
+        with writing(path, tmp_path, path):
+            yield tmp_path
+            os.chmod(tmp_path, _default_mode(directory=False))
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -84,4 +84,6 @@ def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progres
     trainable = {k: v for k, v in net.state_dict().items() if not k.startswith("teacher.")}
     session.run(modules={"student": net.student, "psm": net.psm}, optimizer=optimizer, generator=generator,
                 iterations=iterations, step=step, file=ADPS_FILE, state_dict=trainable,
+                divergence_hint=f"train.adps.batch_size {cfg.train.adps.batch_size} at lr {cfg.train.adps.lr:g}; raise "
+                "the batch size or lower train.adps.lr",
                 meta=lambda: {"iterations_per_epoch": per_epoch})

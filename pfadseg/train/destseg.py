@@ -9,9 +9,9 @@ from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
 from pfadseg.synth.composer import make_composer
-from pfadseg.train.seg import seg_optimizer, seg_step_fn
+from pfadseg.train.seg import seg_divergence_hint, seg_optimizer, seg_step_fn
 from pfadseg.train.session import TrainingSession
-from pfadseg.train.student import student_optimizer, student_step_fn
+from pfadseg.train.student import student_divergence_hint, student_optimizer, student_step_fn
 
 
 def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
@@ -26,7 +26,7 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
                            cfg.train.student, session.amp())
     session.run(modules={"student": student}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.student.iterations, step=step, file=STUDENT_FILE,
-                state_dict=student.state_dict())
+                state_dict=student.state_dict(), divergence_hint=student_divergence_hint(cfg.train.student))
 
 
 def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
@@ -48,6 +48,7 @@ def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress
                        cfg.train.seg, session.amp())
     session.run(modules={"segnet": segnet}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.seg.iterations, step=step, file=SEG_FILE, state_dict=segnet.state_dict(),
+                divergence_hint=seg_divergence_hint(cfg.train.seg),
                 extra_logs=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None,
                 meta=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None)
 

@@ -1,9 +1,9 @@
-"""The shared training loop and step skeleton: resumable checkpoints, NaN guard, progress bar and dvclive curves."""
+"""The shared training loop and step skeleton: resumable checkpoints, NaN and divergence guards, progress bar and
+dvclive curves."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -17,17 +17,30 @@ import torch
 from dvclive import Live
 from tqdm.auto import tqdm
 
-from pfadseg.artifacts import load_problem
-from pfadseg.fsio import atomic_path
+from pfadseg.artifacts import load_problem, save_torch
+from pfadseg.fsio import writing
 from pfadseg.synth.composer import Batch, BatchComposer
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "pfadseg.checkpoint/1"
+# Divergence limits, read at log points and checkpoints. Sound student runs (PFADSeg, random teacher, lr 0.5, sum) peak
+# at 1.9e3 (weights) and 4.7e11 (BN variances) at 64 px, batch 3-16, and at 2.9e2 and 5.2e7 at 256 px, batch 16 (bf16);
+# a batch-2 student at 64 px passes 1e7 (weights) by step 1 on the demo's data, 1e14 (variances) by step 10 on others.
+WEIGHT_LIMIT = 1e5  # largest |weight| of the trained modules: 50x the largest sound weight seen
+RUNNING_VAR_LIMIT = 1e14  # largest BatchNorm running variance: 200x the largest sound variance seen
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+class TrainingStoppedError(RuntimeError):
+    """Training stopped on a bad state (NaN loss, diverged weights); the last good checkpoint is kept."""
+
+
+class NonFiniteLossError(TrainingStoppedError):
+    """A loss became NaN or infinite."""
+
+
+class DivergenceError(TrainingStoppedError):
+    """The weights or BatchNorm statistics grew past the divergence limits (the loss may still fall)."""
 
 
 def fingerprint(data: Mapping[str, Any]) -> str:
@@ -78,7 +91,9 @@ class TrainLoop:
     """Runs ``step_fn(step) -> {name: loss tensor}`` for ``iterations`` steps with checkpoints and logging.
 
     Host synchronisation happens only every ``log_every`` steps (losses and the NaN guard are
-    accumulated on the device in between) and at checkpoints.
+    accumulated on the device in between) and at checkpoints, where the losses, the NaN guard and the
+    divergence guard's magnitudes are read at once. ``divergence_hint`` is the likely cause a
+    :class:`DivergenceError` names; ``finish(result)`` writes what the finished run leaves (the model file).
     """
 
     name: str
@@ -94,6 +109,9 @@ class TrainLoop:
     live_dir: Path | None = None
     progress: bool = True
     extra_logs: Callable[[], dict[str, float]] | None = None
+    divergence_hint: str = "a learning rate too high for the batch size: lower it or raise the batch size"
+    finish: Callable[[LoopResult], None] | None = None
+    kept_step: int = field(default=0, init=False)  # step of this run's checkpoint on disk; 0: none
 
     def _state(self, step: int) -> dict[str, Any]:
         return {
@@ -106,8 +124,8 @@ class TrainLoop:
         }
 
     def _save_checkpoint(self, step: int) -> None:
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self._state(step), tmp)
+        save_torch(self._state(step), self.checkpoint_path)
+        self.kept_step = step
         log.debug("%s: checkpoint at step %d -> %s", self.name, step, self.checkpoint_path)
 
     def _try_resume(self) -> int:
@@ -130,16 +148,37 @@ class TrainLoop:
         return int(state["step"])
 
     def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]]) -> LoopResult:
-        """Train from the last matching checkpoint (or from scratch) to ``iterations``; return a summary."""
-        start = self._try_resume()
+        """Train from the last matching checkpoint (or from scratch) to ``iterations``, write the curves' summary,
+        then call ``finish(result)``; return the result.
+
+        If any of it fails, the curves are cut back to the last checkpoint's step and the summary is removed: no
+        curve or metric describes the unfinished run, and a rerun resumes to the same curves.
+        """
+        self.kept_step = start = self._try_resume()
+        began = time.perf_counter()
+        with self._live(start) as live:
+            last = self._train(step_fn, start, live)
+            result = LoopResult(self.iterations, start, time.perf_counter() - began, last)
+            if live is not None:
+                with writing(live.metrics_file):
+                    live.make_summary()
+            if self.finish is not None:
+                self.finish(result)
+        return result
+
+    def _train(self, step_fn: Callable[[int], dict[str, torch.Tensor]], start: int, live: Live | None
+               ) -> dict[str, float]:
+        """Steps ``start`` to ``iterations`` with logs, guards and checkpoints; the mean losses of the last log."""
         device = self.device
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        weights = [p for m in self.modules.values() for p in m.parameters()]
+        running_vars = [b for m in self.modules.values() for name, b in m.named_buffers()
+                        if name.endswith("running_var")]
         sums: dict[str, torch.Tensor] = {}
         count = 0
         last: dict[str, float] = {}
-        began = time.perf_counter()
-        with self._live(start) as live, tqdm(total=self.iterations, initial=start, desc=self.name,
-                                             disable=not self.progress, dynamic_ncols=True) as bar:
+        with tqdm(total=self.iterations, initial=start, desc=self.name, disable=not self.progress,
+                  dynamic_ncols=True) as bar:
             for step in range(start, self.iterations):
                 losses = step_fn(step)
                 total = losses["loss"]
@@ -149,25 +188,41 @@ class TrainLoop:
                     sums[key] = sums.get(key, torch.zeros((), device=device)) + value.detach().float()
                 count += 1
                 done = step + 1
-                if done % self.log_every == 0 or done == self.iterations:
-                    self._check_finite(first_bad)
-                    last = {k: float(v) / count for k, v in sums.items()}
+                log_point = done % self.log_every == 0 or done == self.iterations
+                checkpoint = done % self.checkpoint_every == 0 and done < self.iterations
+                if log_point or checkpoint:
+                    read = self._read_and_check(done, first_bad, sums, _largest(weights, device),
+                                                _largest(running_vars, device))
+                if log_point:
+                    last = {k: v / count for k, v in read.items()}
                     sums, count = {}, 0
                     self._log(live, done, last, bar)
                 bar.update(1)
-                if done % self.checkpoint_every == 0 and done < self.iterations:
-                    self._check_finite(first_bad)
+                if checkpoint:
                     self._save_checkpoint(done)
-            self._check_finite(first_bad)
-        return LoopResult(self.iterations, start, time.perf_counter() - began, last)
+        return last
 
-    def _check_finite(self, first_bad: torch.Tensor) -> None:
-        bad_step = int(first_bad)
+    def _read_and_check(self, step: int, first_bad: torch.Tensor, sums: dict[str, torch.Tensor],
+                        weight: torch.Tensor, running_var: torch.Tensor) -> dict[str, float]:
+        """The one host sync of a log point or checkpoint: read the NaN guard, the loss sums and the largest weight
+        and BN running variance together; stop on a bad state, else return the sums."""
+        bad_step, w, var, *values = torch.stack([t.double() for t in (first_bad, weight, running_var,
+                                                                       *sums.values())]).tolist()
         if bad_step >= 0:
-            kept = (f"the last good checkpoint {self.checkpoint_path} is kept" if self.checkpoint_path.is_file()
-                    else "no checkpoint had been written yet")
-            raise NonFiniteLossError(f"{self.name}: non-finite loss at step {bad_step}; {kept}. Lower the learning "
-                                     "rate or check the data, then rerun to resume.")
+            raise NonFiniteLossError(f"{self.name}: non-finite loss at step {int(bad_step)}; {self._kept()}. Lower "
+                                     "the learning rate or check the data, then rerun to resume.")
+        if not (w <= WEIGHT_LIMIT and var <= RUNNING_VAR_LIMIT):  # NaN magnitudes count as diverged
+            raise DivergenceError(
+                f"{self.name}: training diverged by step {step}: largest |weight| {w:.3g} (limit {WEIGHT_LIMIT:.0e}), "
+                f"largest BatchNorm running variance {var:.3g} (limit {RUNNING_VAR_LIMIT:.0e}); the loss can still "
+                f"fall while the maps become meaningless; {self._kept()}. Likely cause: {self.divergence_hint}; "
+                "a run with changed settings starts over.")
+        return dict(zip(sums, values, strict=True))
+
+    def _kept(self) -> str:
+        if self.kept_step:
+            return f"the last good checkpoint {self.checkpoint_path} (step {self.kept_step}) is kept"
+        return "no checkpoint had been written yet"
 
     def _log(self, live: Live | None, step: int, values: dict[str, float], bar: tqdm) -> None:
         extra = self.extra_logs() if self.extra_logs else {}
@@ -176,10 +231,14 @@ class TrainLoop:
             return
         live.step = step
         for key, value in {**values, **extra}.items():
-            live.log_metric(f"{self.name}/{key}", value)
+            name = f"{self.name}/{key}"
+            with writing(Path(live.plots_dir, "metrics", f"{name}.tsv")):
+                live.log_metric(name, value)
 
     @contextlib.contextmanager
     def _live(self, start: int) -> Iterator[Live | None]:
+        """dvclive's logger of this run; if the block fails, the curves go back to the kept checkpoint and the
+        summary is removed."""
         if self.live_dir is None:
             yield None
             return
@@ -188,18 +247,39 @@ class TrainLoop:
         live = Live(str(self.live_dir), resume=start > 0, dvcyaml=False, save_dvc_exp=False)
         try:
             yield live
-        finally:
-            live.make_summary()
+        except BaseException:
+            try:
+                _truncate_curves(self.live_dir, self.kept_step)
+                Path(live.metrics_file).unlink(missing_ok=True)
+            except OSError as exc:  # the original error matters more
+                log.warning("%s: could not cut the curves in %s back to step %d: %s", self.name, self.live_dir,
+                            self.kept_step, exc)
+            raise
 
 
-def _truncate_curves(live_dir: Path, start: int) -> None:
-    """Drop rows logged after the checkpoint a run resumes from, so curves never hold a step twice."""
+def _largest(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The largest absolute value over ``tensors`` (on ``device``, without a host sync; 0 for none)."""
+    if not tensors:
+        return torch.zeros((), device=device)
+    return torch.stack([t.detach().abs().amax() for t in tensors]).amax()
+
+
+def _truncate_curves(live_dir: Path, step: int) -> None:
+    """Cut the curves back to ``step``: drop the rows logged after it and a row cut short by a failed write, so
+    curves never hold a step twice. In place (truncating needs no free space); a file whose header was cut short
+    is removed."""
     for tsv in (live_dir / "plots").rglob("*.tsv"):
-        with tsv.open(newline="") as fh:
-            rows = list(csv.reader(fh, delimiter="\t"))
-        if not rows or "step" not in rows[0]:
-            continue
-        col = rows[0].index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= start]
-        with atomic_path(tsv) as tmp, tmp.open("w", newline="") as fh:
-            csv.writer(fh, delimiter="\t", lineterminator="\n").writerows(kept)
+        with tsv.open("rb+") as fh:
+            header = fh.readline()
+            columns = header.rstrip(b"\r\n").split(b"\t")
+            complete = header.endswith(b"\n")
+            if complete and b"step" in columns:
+                col, end = columns.index(b"step"), fh.tell()
+                for row in iter(fh.readline, b""):
+                    cells = row.rstrip(b"\r\n").split(b"\t")
+                    if not row.endswith(b"\n") or len(cells) != len(columns) or int(cells[col]) > step:
+                        break
+                    end = fh.tell()
+                fh.truncate(end)
+        if not complete:
+            tsv.unlink()

@@ -23,6 +23,12 @@ def seg_optimizer(segnet: SegNet, cfg: SegTrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+def seg_divergence_hint(cfg: SegTrainConfig) -> str:
+    """The likely cause of a diverged segmentation net."""
+    return (f"train.seg.batch_size {cfg.batch_size} at lr_res {cfg.lr_res:g} / lr_head {cfg.lr_head:g}; raise the "
+            "batch size or lower the learning rates")
+
+
 def seg_step_fn(
     teacher: nn.Module,
     student: nn.Module,

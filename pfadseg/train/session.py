@@ -21,7 +21,7 @@ from pfadseg.device import amp_enabled, autocast, configure_backends, device_lab
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
 from pfadseg.synth.bank import AnomalyBank
-from pfadseg.train.loop import TrainLoop, fingerprint
+from pfadseg.train.loop import LoopResult, TrainLoop, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +72,29 @@ class TrainingSession:
 
     def run(self, *, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, generator: torch.Generator,
             iterations: int, step: Callable[[int], dict[str, torch.Tensor]], file: ModelFile,
-            state_dict: dict[str, torch.Tensor], meta: Callable[[], dict[str, Any]] | None = None,
+            state_dict: dict[str, torch.Tensor], divergence_hint: str,
+            meta: Callable[[], dict[str, Any]] | None = None,
             extra_logs: Callable[[], dict[str, float]] | None = None) -> None:
         """Train to ``iterations`` (resuming from a matching checkpoint), then write ``file`` into the run folder.
 
         ``state_dict`` is read after training (the modules' tensors, updated in place); ``meta()``, called after
-        training, adds to the stored metadata.
+        training, adds to the stored metadata; ``divergence_hint`` is the likely cause the divergence guard names.
+        If training or a write fails, the curves go back to the last checkpoint and no model file is written.
         """
         cfg, layout, category, seed = self.cfg, self.layout, self.category, self.seed
         stage_params = select_params(cfg, self.params)
         checkpoint = layout.checkpoints(category, seed) / f"{file.name.removesuffix('.pt')}.ckpt"
+        path = layout.model(category, seed, file.name)
+
+        def save(result: LoopResult) -> None:
+            save_model_file(path, file.format, state_dict, {
+                "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
+                "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed,
+                "device": device_label(self.device), "iterations": iterations, "wall_time_s": result.wall_time_s,
+                "resumed_from": result.resumed_from,
+                "final_losses": result.last_losses, **(meta() if meta else {}),
+            })
+
         loop = TrainLoop(
             name=self.stage, device=self.device, modules=modules, optimizer=optimizer, generator=generator,
             iterations=iterations, checkpoint_path=checkpoint,
@@ -89,16 +102,9 @@ class TrainingSession:
                                          **stage_params}),
             checkpoint_every=cfg.train.checkpoint_every, log_every=cfg.train.log_every,
             live_dir=layout.live(category, seed, self.stage), progress=self.progress, extra_logs=extra_logs,
+            divergence_hint=divergence_hint, finish=save,
         )
         result = loop.run(step)
-        path = layout.model(category, seed, file.name)
-        save_model_file(path, file.format, state_dict, {
-            "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
-            "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed,
-            "device": device_label(self.device), "iterations": iterations, "wall_time_s": result.wall_time_s,
-            "resumed_from": result.resumed_from,
-            "final_losses": result.last_losses, **(meta() if meta else {}),
-        })
         checkpoint.unlink(missing_ok=True)
         log.info("%s %s seed %d: %d iterations in %.1f s -> %s", self.stage, category, seed, iterations,
                  result.wall_time_s, path)

@@ -20,6 +20,13 @@ def student_optimizer(student: nn.Module, cfg: StudentTrainConfig) -> torch.opti
     return torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def student_divergence_hint(cfg: StudentTrainConfig) -> str:
+    """The likely cause of a diverged student (PFADSeg's lr 0.5 with ``loss_reduction: sum`` needs a batch of 4+)."""
+    return (f"train.student.batch_size {cfg.batch_size} at lr {cfg.lr:g} with loss_reduction: {cfg.loss_reduction} "
+            "(with sum at the protocol's lr 0.5, batches under 4 diverge); use a batch of 4 or more, a lower "
+            "train.student.lr, or train.student.loss_reduction: mean")
+
+
 def student_step_fn(
     teacher: nn.Module,
     student: nn.Module,
