@@ -14,6 +14,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError
 from urllib.parse import urlparse
@@ -41,6 +42,15 @@ class UnpinnedChecksumError(DownloadError):
     """An archive whose sha256 is not pinned in params.yaml: the message gives the computed one to pin."""
 
 
+class NetworkError(DownloadError):
+    """A download the network cut short (no connection, timeout, dropped transfer): ``cause`` says what happened,
+    the message adds what to do without network."""
+
+    def __init__(self, cause: str, hint: str) -> None:
+        super().__init__(f"{cause} {hint}")
+        self.cause = cause
+
+
 class ArchiveError(DownloadError):
     """An archive that is corrupted or holds a member that could escape (or harm) the extraction folder."""
 
@@ -62,12 +72,31 @@ def archive_name(url: str) -> str:
     return name
 
 
-def _manual_hint(url: str, dest: Path) -> str:
-    return (f"Without network access, download {url} elsewhere and place it at {dest.resolve()} "
-            "(it is checked against its sha256), or pass it with "
-            "`pfadseg download mvtec|dtd|ksdd2 --archive PATH`; "
-            "or work fully offline with `data.source: synthetic` (procedural MVTec-layout images) and "
-            "`data.textures: procedural` in params.yaml.")
+@dataclasses.dataclass(frozen=True)
+class NeededArchive:
+    """An archive a configuration downloads: its title, ``pfadseg download`` name, spec and place on disk."""
+
+    title: str  # e.g. MVTec AD
+    dataset: str  # what ``pfadseg download`` takes: mvtec, dtd or ksdd2
+    spec: ArchiveConfig
+    path: Path  # where the pipeline keeps it (the archives folder)
+
+    def on_disk(self) -> bool:
+        """Whether it is at ``path`` and verified (its sha256 is the pinned one; any file when none is pinned)."""
+        if not self.path.is_file():
+            return False
+        return self.spec.sha256 is None or sha256_file(self.path) == self.spec.sha256.lower()
+
+
+def offline_hint(missing: Sequence[NeededArchive]) -> str:
+    """What to do without network: how to bring each ``missing`` archive, or how to work fully offline."""
+    steps = "".join(f"\n  - {need.title}: download {need.spec.url} elsewhere, then run `pfadseg download "
+                    f"{need.dataset} --archive FILE`, or place it at {need.path.resolve()}" for need in missing)
+    return ("Without network access, bring the archive(s) this configuration still needs (each is checked "
+            f"against its sha256):{steps}\n"
+            "Or run `pfadseg demo`: it runs fully offline (procedural data and textures, random teacher). In this "
+            "project, `data.source: synthetic` (procedural MVTec-layout images) and `data.textures: procedural` in "
+            "params.yaml need no archive either.")
 
 
 def _content_range_start(value: str | None) -> int | None:
@@ -123,17 +152,17 @@ def download(
                             "`pfadseg download mvtec|dtd|ksdd2 --archive PATH`")
     part = dest.with_suffix(dest.suffix + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    hint = offline_hint([NeededArchive(dest.name, "mvtec|dtd|ksdd2", ArchiveConfig(url, sha256), dest)])
     try:
         _fetch(url, part, progress=progress, timeout=timeout)
     except HTTPError as exc:
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}. "
-                            f"{_manual_hint(url, dest)}") from exc
+        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}. {hint}") from exc
     except (OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         kept = ""
         if part.is_file() and part.stat().st_size:
             kept = f" The partial download is kept at {part}; run again to resume it."
-        raise DownloadError(f"cannot download {url}: {reason}.{kept} {_manual_hint(url, dest)}") from exc
+        raise NetworkError(f"cannot download {url}: {reason}.{kept}", hint) from exc
     if sha256 is not None and (actual := sha256_file(part)) != sha256.lower():
         part.unlink()
         raise DownloadError(f"{url}: sha256 mismatch, expected {sha256.lower()}, got {actual}; the download "

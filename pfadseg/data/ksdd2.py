@@ -16,7 +16,7 @@ from PIL import Image
 
 from pfadseg.data.categories import KSDD2_CATEGORY, KSDD2_TEST_COUNTS
 from pfadseg.data.images import ImageReadError, open_image
-from pfadseg.data.layout import GOOD, LayoutError, image_files
+from pfadseg.data.layout import GOOD, LayoutError, image_files, mask_size_error
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _defect_mask(image: Path, gt: Path) -> np.ndarray:
     size = _read(image).size
     mask = _read(gt)
     if mask.size != size:
-        raise LayoutError(f"{gt}: mask size {mask.size} differs from its image {image} ({size})")
+        raise LayoutError(mask_size_error(image, size, gt, mask.size))
     single = len(mask.getbands()) == 1 and mask.mode != "P"  # palette and alpha images: judge the colours
     values = np.asarray(mask if single else mask.convert("RGB"))
     return values != 0 if single else values.any(axis=-1)

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import ExifTags, Image
+
 from pfadseg.data.categories import MVTEC_CATEGORIES, MVTEC_TOTALS, MVTEC_TRAIN_COUNTS
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
 SEARCH_DEPTH = 4
+TRANSPOSED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
 class LayoutError(ValueError):
@@ -106,6 +109,43 @@ def scan_category(root: Path, category: str, *, masks_required: bool = True) -> 
     return CategoryFiles(category, train, test)
 
 
+def upright_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as the loader turns it upright (EXIF orientation 5-8 swaps them), from its
+    header only: nothing is decoded.
+
+    The base ``getexif`` reads only the metadata parsed on opening: PNG's own would decode the whole file to
+    look for an eXIf chunk after the pixels (a rare placement, not seen here).
+    """
+    try:
+        with Image.open(path) as im:
+            orientation = Image.Image.getexif(im).get(ExifTags.Base.Orientation, 1)
+            width, height = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise LayoutError(f"{path}: cannot read image header ({exc})") from exc
+    return (height, width) if orientation in TRANSPOSED else (width, height)
+
+
+def mask_size_error(image: Path, image_size: tuple[int, int], mask: Path, mask_size: tuple[int, int]) -> str:
+    """The error for a mask whose upright size differs from its image's: both files, both sizes, what to do."""
+    (iw, ih), (mw, mh) = image_size, mask_size
+    return (f"{mask}: mask is {mw} x {mh} px but its image {image} is {iw} x {ih} px (width x height, upright); "
+            f"a mask is never resized to fit its image: save it at {iw} x {ih} px, or pair it with the image it "
+            "was drawn on")
+
+
+def check_mask_sizes(files: CategoryFiles) -> None:
+    """Every mask of ``files`` has its image's upright size (headers only); a mismatch raises :class:`LayoutError`."""
+    wrong: list[tuple[Path, tuple[int, int], Path, tuple[int, int]]] = []
+    for item in files.test:
+        if item.mask is not None:
+            image_size, mask_size = upright_size(item.image), upright_size(item.mask)
+            if image_size != mask_size:
+                wrong.append((item.image, image_size, item.mask, mask_size))
+    if wrong:
+        more = f" ({len(wrong)} masks of {files.category} differ from their image)" if len(wrong) > 1 else ""
+        raise LayoutError(mask_size_error(*wrong[0]) + more)
+
+
 def _category_counts(files: CategoryFiles) -> dict[str, Any]:
     good = sum(not item.label for item in files.test)
     return {
@@ -120,9 +160,13 @@ def _category_counts(files: CategoryFiles) -> dict[str, Any]:
 
 
 def build_manifest(root: Path, categories: Sequence[str], *, masks_required: bool = True) -> dict[str, Any]:
-    """Per-category counts (train, test, good, defective, masks, defect types) and their totals; validates."""
-    per_cat = {cat: _category_counts(scan_category(root, cat, masks_required=masks_required))
-               for cat in categories}
+    """Per-category counts (train, test, good, defective, masks, defect types) and their totals; validates the
+    layout and that every mask has its image's size."""
+    per_cat: dict[str, Any] = {}
+    for cat in categories:
+        files = scan_category(root, cat, masks_required=masks_required)
+        check_mask_sizes(files)
+        per_cat[cat] = _category_counts(files)
     keys = ("train", "test", "test_good", "test_defective", "masks")
     totals = {key: sum(counts[key] for counts in per_cat.values()) for key in keys}
     return {"categories": per_cat, "totals": totals}

@@ -13,10 +13,21 @@ from typing import Any, TypeVar
 
 from pfadseg.config import ArchiveConfig, Config
 from pfadseg.data.categories import MVTEC_CATEGORIES
-from pfadseg.data.download import fetch_archive, safe_extract, sha256_file, with_overrides
+from pfadseg.data.download import (
+    NeededArchive,
+    NetworkError,
+    archive_name,
+    fetch_archive,
+    offline_hint,
+    safe_extract,
+    sha256_file,
+    with_overrides,
+)
 from pfadseg.data.ksdd2 import KSDD2_ARCHIVE, convert_ksdd2
 from pfadseg.data.layout import (
+    LayoutError,
     build_manifest,
+    check_mask_sizes,
     check_mvtec_counts,
     find_dataset_root,
     find_texture_root,
@@ -31,6 +42,14 @@ from pfadseg.pipeline.entry import ITEM, StageDef
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# what ``pfadseg download`` takes, as data.source and data.textures name it: (title, params key, file name in the
+# archives folder, None for the URL's)
+ARCHIVES: dict[str, tuple[str, str, str | None]] = {
+    "mvtec": ("MVTec AD", "data.mvtec", None),
+    "ksdd2": ("KolektorSDD2", "data.ksdd2", KSDD2_ARCHIVE),
+    "dtd": ("DTD", "data.dtd", None),
+}
 
 
 @contextmanager
@@ -54,10 +73,44 @@ def _archive_record(spec: ArchiveConfig, archive: Path) -> dict[str, str]:
     return {"url": spec.url, "file": archive.name, "sha256": (spec.sha256 or sha256_file(archive)).lower()}
 
 
+def _needed(dataset: str, spec: ArchiveConfig, layout: Layout) -> NeededArchive:
+    """The archive of ``dataset`` (a key of ``ARCHIVES``) as ``spec`` gives it, where the pipeline keeps it."""
+    title, _, name = ARCHIVES[dataset]
+    return NeededArchive(title, dataset, spec, layout.archives / (name or archive_name(spec.url)))
+
+
+def _fetch(cfg: Config, layout: Layout, dataset: str, spec: ArchiveConfig, *, archive: Path | None,
+           progress: bool) -> Path:
+    """:func:`fetch_archive` for ``dataset``; without network, the error names every archive the configuration
+    still needs (not those verified on disk), how to bring each, and the fully offline ways."""
+    _, key, name = ARCHIVES[dataset]
+    try:
+        return fetch_archive(spec, layout.archives, archive=archive, name=name, key=key, progress=progress)
+    except NetworkError as exc:
+        # the whole config, for this message only (the other acquire stage's params change no output of this one)
+        data = cfg.to_dict()["data"]
+        needs = [_needed(other, spec if other == dataset else ArchiveConfig(**data[other]), layout)
+                 for other in (data["source"], data["textures"]) if other in ARCHIVES]
+        missing = [need for need in needs if need.dataset == dataset or not need.on_disk()]
+        raise NetworkError(exc.cause, offline_hint(missing)) from exc
+
+
+def _source_folder(root: str | None) -> Path:
+    """``data.root``, checked to be a folder: the error names the key, the path, what is wrong and what to do."""
+    source = Path(str(root))
+    if not source.is_dir():
+        problem = "is a file" if source.is_file() else "is not a folder" if source.exists() else "does not exist"
+        where = "" if source.is_absolute() else f" (relative to {Path.cwd()})"
+        raise LayoutError(f"data.root: {source}{where} {problem}; point data.root to the folder of your dataset in "
+                          "MVTec layout: <category>/train/good, <category>/test/<defect or good>, optional "
+                          "<category>/ground_truth/<defect>/<stem>_mask.png")
+    return source
+
+
 def _copy_folder(source: Path, categories: list[str], work: Path) -> list[Path]:
     """Copy the categories of a user's MVTec-layout folder into ``work`` (masks may be missing)."""
     for category in categories:
-        scan_category(source, category, masks_required=False)  # fail early, naming what is missing
+        check_mask_sizes(scan_category(source, category, masks_required=False))  # fail early, naming the files
         shutil.copytree(source / category, work / category)
     return [work / category for category in categories]
 
@@ -81,7 +134,7 @@ def acquire_images(
     record: dict[str, Any] = {"source": data.source, "root": data.root}
     if data.source == "mvtec":
         spec = with_overrides(data.mvtec, url, sha256)
-        path = fetch_archive(spec, layout.archives, archive=archive, key="data.mvtec", progress=progress)
+        path = _fetch(cfg, layout, "mvtec", spec, archive=archive, progress=progress)
         with _workdir(root) as work:
             safe_extract(path, work / "extracted", data.archive_limits)
             found = find_dataset_root(work / "extracted", categories)
@@ -90,8 +143,7 @@ def acquire_images(
         record.update(_archive_record(spec, path))
     elif data.source == "ksdd2":
         spec = with_overrides(data.ksdd2, url, sha256)
-        path = fetch_archive(spec, layout.archives, archive=archive, name=KSDD2_ARCHIVE, key="data.ksdd2",
-                             progress=progress)
+        path = _fetch(cfg, layout, "ksdd2", spec, archive=archive, progress=progress)
         with _workdir(root) as work:
             safe_extract(path, work / "extracted", data.archive_limits)
             record["conversion"] = convert_ksdd2(work / "extracted", work / "converted")
@@ -105,7 +157,7 @@ def acquire_images(
                               lambda tmp: build_manifest(tmp, categories))
         record.update({key: summary[key] for key in ("seed", "image_size")})
     else:
-        source = Path(str(data.root))
+        source = _source_folder(data.root)
         with _workdir(root) as work:
             counts = _install(_copy_folder(source, categories, work / "copy"), root,
                               lambda tmp: build_manifest(tmp, categories, masks_required=False))
@@ -127,7 +179,7 @@ def acquire_textures(
     with _workdir(root) as work:
         if data.textures == "dtd":
             spec = with_overrides(data.dtd, url, sha256)
-            path = fetch_archive(spec, layout.archives, archive=archive, key="data.dtd", progress=progress)
+            path = _fetch(cfg, layout, "dtd", spec, archive=archive, progress=progress)
             safe_extract(path, work / "extracted", data.archive_limits)
             record.update(_archive_record(spec, path))
         else:

@@ -20,6 +20,7 @@ from pfadseg.config import ArchiveConfig
 from pfadseg.data.download import (
     ArchiveError,
     DownloadError,
+    NetworkError,
     archive_name,
     download,
     fetch_archive,
@@ -28,7 +29,7 @@ from pfadseg.data.download import (
 )
 from pfadseg.data.layout import scan_category, scan_textures
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES, acquire_images, acquire_textures
 from tests.data.conftest import ARCHIVE_LIMITS, FileServer, all_files, make_tar, tar_folder
 
 PAYLOAD = {"top/a.txt": b"alpha" * 1000, "top/sub/b.bin": bytes(range(256)) * 50}
@@ -132,8 +133,50 @@ def test_no_network_error_says_what_to_do(tmp_path: Path) -> None:
     message = str(info.value)
     assert url in message
     assert str((tmp_path / "archives" / "mvtec_anomaly_detection.tar.xz").resolve()) in message
-    assert "--archive PATH" in message
+    assert "--archive FILE" in message and "`pfadseg demo`" in message
     assert "data.source: synthetic" in message and "data.textures: procedural" in message
+
+
+def _offline_config(tiny_config, *overrides: str):
+    """MVTec AD and DTD both to download, from a closed port on 127.0.0.1 (no network)."""
+    port = _unused_port()
+    return tiny_config("data.source=mvtec", "data.textures=dtd",
+                       f"data.mvtec.url=http://127.0.0.1:{port}/mvtec_anomaly_detection.tar.xz",
+                       f"data.dtd.url=http://127.0.0.1:{port}/dtd-r1.0.1.tar.gz", *overrides)
+
+
+@pytest.mark.parametrize("stage", [ACQUIRE_IMAGES, ACQUIRE_TEXTURES])
+def test_offline_error_names_every_archive_still_needed(tmp_path: Path, tiny_config, stage) -> None:
+    cfg = _offline_config(tiny_config)
+    layout = Layout(tmp_path)
+    with pytest.raises(NetworkError) as info:
+        stage.invoke(cfg, layout, progress=False)  # on the stage's own params, as DVC runs it
+    message = str(info.value)
+    failed = cfg.data.mvtec.url if stage is ACQUIRE_IMAGES else cfg.data.dtd.url
+    assert message.startswith(f"cannot download {failed}: ")
+    for title, dataset, url in (("MVTec AD", "mvtec", cfg.data.mvtec.url), ("DTD", "dtd", cfg.data.dtd.url)):
+        assert f"- {title}: download {url} elsewhere, then run `pfadseg download {dataset} --archive FILE`, or " \
+               f"place it at {(layout.archives / archive_name(url)).resolve()}" in message
+    assert message.index("MVTec AD") < message.index("DTD")
+    assert "`pfadseg demo`: it runs fully offline (procedural data and textures, random teacher)" in message
+    assert list(layout.archives.iterdir()) == []
+
+
+def test_offline_error_leaves_out_archives_verified_on_disk(tmp_path: Path, tiny_config) -> None:
+    layout = Layout(tmp_path)
+    layout.archives.mkdir(parents=True)
+    dtd = layout.archives / "dtd-r1.0.1.tar.gz"
+    dtd.write_bytes(b"the DTD archive")
+    cfg = _offline_config(tiny_config, f"data.dtd.sha256={sha256_file(dtd)}")
+    with pytest.raises(NetworkError) as info:
+        acquire_images(cfg, layout, progress=False)
+    assert "- MVTec AD:" in str(info.value) and "- DTD:" not in str(info.value)
+    dtd.write_bytes(b"another file")  # on disk but not verified: still needed
+    with pytest.raises(NetworkError, match="- DTD: "):
+        acquire_images(cfg, layout, progress=False)
+    with pytest.raises(NetworkError) as info:  # procedural textures need no archive
+        acquire_images(_offline_config(tiny_config, "data.textures=procedural"), layout, progress=False)
+    assert "- MVTec AD:" in str(info.value) and "DTD" not in str(info.value)
 
 
 def test_http_error_and_bad_scheme(tmp_path: Path, file_server: FileServer) -> None:

@@ -190,5 +190,5 @@ def test_acquire_folder_copies_without_touching_the_source(tmp_path: Path, tiny_
     assert _tree(root) == before and _tree(layout.images) == before
     assert json.loads(layout.images_manifest.read_text())["totals"]["test"] == 12
     cfg = tiny_config("data.source=folder", f"data.root={tmp_path / 'absent'}")
-    with pytest.raises(ValueError, match="category folder not found"):
+    with pytest.raises(ValueError, match=f"data.root: {tmp_path / 'absent'} does not exist"):
         acquire_images(cfg, Layout(tmp_path))
