@@ -287,20 +287,27 @@ def predict(
     model: Annotated[Path, typer.Argument(help="A run folder (models/<category>/seed<k>) or a model file in it.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
-    threshold: Annotated[float | None, typer.Option(help="Image-score threshold (default: calibrated).")] = None,
-    pixel_threshold: Annotated[float | None, typer.Option(help="Mask threshold (default: calibrated).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Image-score threshold, within the model's score range (default: calibrated).")] = None,
+    pixel_threshold: Annotated[float | None, typer.Option(
+        help="Mask threshold, within the model's score range (default: calibrated).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: eval.batch_size).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     teacher: Annotated[str | None, typer.Option(help="Teacher weights file, if not where training found it.")] = None,
+    max_pixels: Annotated[int | None, typer.Option(
+        help="Refuse images of more pixels (width x height) than this, a guard against decompression bombs and "
+             "running out of memory (default: pfadseg.data.images.MAX_IMAGE_PIXELS).")] = None,
 ) -> None:
     """Score your own images: per image a heatmap, an overlay and a mask PNG, plus predictions.csv."""
+    from pfadseg.data.images import MAX_IMAGE_PIXELS
     from pfadseg.predict import load_predictor
 
     _setup_logging()
     try:
         predictor = load_predictor(model, device=device, threshold=threshold, pixel_threshold=pixel_threshold,
                                    teacher_weights=teacher)
-        report = predictor.predict(inputs, out, batch_size=batch_size)
+        report = predictor.predict(inputs, out, batch_size=batch_size,
+                                   max_pixels=MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
     typer.echo(f"{report.n_ok} image(s) scored, {report.n_anomalous} anomalous -> {report.csv_path}")
@@ -352,6 +359,19 @@ def bench_predict_cmd(
     from pfadseg.bench.predict import bench_predict
 
     bench_predict(_config(params, set_), image_size=image_size, device=device, batch_sizes=(1, batch_size))
+
+
+@bench_app.command("predict-memory")
+def bench_predict_memory_cmd(
+    size: Annotated[int, typer.Option(help="Side of the square test image, px.")] = 12000,
+    device: str = "auto",
+    params: ParamsOpt = DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """Peak RSS of predict on one --size x --size PNG beside the same process on a small image (fresh processes)."""
+    from pfadseg.bench.predict import bench_predict_memory
+
+    bench_predict_memory(_config(params, set_), size=size, device=device)
 
 
 @bench_app.command("gpu-check")

@@ -17,10 +17,17 @@ bilinearly):
 * ``<stem>_overlay.png``: the heatmap blended over the image (50 %);
 * ``<stem>_mask.png``: ``map >= pixel_threshold`` as 0/255.
 
+Thresholds must lie in the architecture's score range (``Architecture.score_range``: [0, 1], probabilities, for
+every architecture here). Memory stays bounded for large images: an image of more than ``max_pixels`` (default
+:data:`pfadseg.data.images.MAX_IMAGE_PIXELS`) is refused from its header; otherwise only the decoded image (4 bytes
+per pixel) is held whole, as the three outputs are computed and written in bands of rows (a map of up to
+``MAP_BLOCK_PIXELS`` is upsampled in one call, bit for bit as always; a larger one separably, band by band).
+
 Output paths mirror the inputs' folders below their common parent, so ``good/000.png`` and ``crack/000.png``
 do not collide; same-stem files of one folder (``a.png``, ``a.jpg``) keep their suffix (``a_png_*``). Every
-file is written atomically, the three of an image together; an unreadable or too small image is logged, listed
-in the report and in ``predictions.csv`` with the reason, and earlier outputs under its name are removed.
+file is written atomically, the three of an image together; an unreadable, too small or too large image is
+logged, listed in the report and in ``predictions.csv`` with the reason, and earlier outputs under its name are
+removed.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -44,7 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pfadseg.config import Config
-from pfadseg.data.images import ImageReadError, normalize, read_rgb, to_tensor
+from pfadseg.data.images import MAX_IMAGE_PIXELS, ImageReadError, normalize, read_rgb, to_tensor
 from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
 from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
@@ -60,6 +69,9 @@ CSV_FIELDS = ("path", "status", "score", "label", "threshold", "pixel_threshold"
 OVERLAY_ALPHA = 0.5
 COLORMAP = "jet"
 MAX_WORKERS = 4
+MAP_BLOCK_PIXELS = 1 << 24  # a map up to this size (64 MB as float32) is upsampled in one F.interpolate call
+BAND_PIXELS = 1 << 18  # pixels per band of rows in which the outputs are computed and written (~10 MB of work)
+PNG_COMPRESSION = 6  # zlib level, Pillow's default
 
 
 class PredictError(ValueError):
@@ -105,20 +117,22 @@ class Predictor:
         return self.run.arch.score_rule(self.config)
 
     def predict(self, inputs: Sequence[Path | str], out_dir: Path | str, *, batch_size: int | None = None,
-                progress: bool = True) -> PredictReport:
+                max_pixels: int = MAX_IMAGE_PIXELS, progress: bool = True) -> PredictReport:
         """:func:`predict` with this model's size, score rule, thresholds, device and AMP setting."""
         if self.image_threshold is None or self.pixel_threshold is None:
-            raise PredictError(_NO_THRESHOLD.format(path=self.run.folder))
+            raise _no_threshold(self.run)
         return predict(self.detector, [Path(p) for p in inputs], Path(out_dir), image_size=self.image_size,
                        score=self.score, image_threshold=self.image_threshold,
                        pixel_threshold=self.pixel_threshold,
                        batch_size=batch_size or self.config.eval.batch_size, device=self.device,
-                       amp=amp_enabled(self.device, self.config.train), progress=progress)
+                       amp=amp_enabled(self.device, self.config.train), max_pixels=max_pixels, progress=progress)
 
 
-_NO_THRESHOLD = ("{path}: the run is not calibrated (no calibration.json; run its calibrate stage: dvc repro, or "
-                 "pfadseg calibrate); or pass --threshold X, an image score in [0, 1] at or above which an image "
-                 "is anomalous")
+def _no_threshold(run: TrainedRun) -> PredictError:
+    low, high = run.arch.score_range
+    return PredictError(f"{run.folder}: the run is not calibrated (no calibration.json; run its calibrate stage: dvc "
+                        f"repro, or pfadseg calibrate); or pass --threshold X, an image score in [{low:g}, {high:g}] "
+                        "at or above which an image is anomalous")
 
 
 def load_predictor(
@@ -135,16 +149,20 @@ def load_predictor(
     The config is the run's stored one; ``teacher_weights`` replaces its ``model.teacher_weights`` (e.g. another
     path to the same file on this machine; its sha256 must match). Thresholds: ``threshold`` (image) and
     ``pixel_threshold`` when given, else the calibrated ones; without calibration the pixel threshold defaults
-    to the image threshold (both are probabilities of the same map). No calibration and no ``threshold`` ->
-    :class:`PredictError` (unless ``require_threshold`` is False).
+    to the image threshold (both are probabilities of the same map). No calibration and no ``threshold``, or a
+    threshold outside the architecture's ``score_range`` -> :class:`PredictError` (the former unless
+    ``require_threshold`` is False).
     """
     run = TrainedRun.open(model, teacher_weights=teacher_weights)
     calibration = run.calibration
     if threshold is None and calibration is None and require_threshold:
-        raise PredictError(_NO_THRESHOLD.format(path=run.folder))
-    for name, value in (("threshold", threshold), ("pixel threshold", pixel_threshold)):
-        if value is not None and not np.isfinite(value):
-            raise PredictError(f"{name} must be a finite number, got {value}")
+        raise _no_threshold(run)
+    low, high = run.arch.score_range
+    for option, value in (("--threshold", threshold), ("--pixel-threshold", pixel_threshold)):
+        if value is not None and not low <= value <= high:  # NaN too
+            raise PredictError(f"{option} {value:g} is outside [{low:g}, {high:g}], the range of {run.arch.name} "
+                               f"anomaly scores (every image would be normal, or anomalous); pass a value in "
+                               f"[{low:g}, {high:g}], or none for the calibrated one")
     if threshold is not None:
         image_threshold, source = float(threshold), "argument"
     elif calibration is not None:
@@ -243,17 +261,98 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_A
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def upsampled_bands(seg: torch.Tensor, height: int, width: int) -> Iterator[np.ndarray]:
+    """The map ``seg`` (1 x 1 x S x S) upsampled bilinearly (align_corners=False) to ``height`` x ``width``, as
+    float32 bands of rows, top to bottom, of about ``BAND_PIXELS`` values.
+
+    Up to ``MAP_BLOCK_PIXELS`` it is one ``F.interpolate`` call; a larger map is interpolated separably (that call
+    for the width, the height per band with the source rows computed as PyTorch does, in float32), so it never
+    exists whole; it agrees with the one call to about 1e-5 (float rounding).
+    """
+    rows = max(1, BAND_PIXELS // width)
+    if height * width <= MAP_BLOCK_PIXELS:
+        full = F.interpolate(seg, size=(height, width), mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+        yield from (full[y0 : y0 + rows] for y0 in range(0, height, rows))
+        return
+    size = seg.shape[-2]
+    across = F.interpolate(seg, size=(size, width), mode="bilinear", align_corners=False)[0, 0]  # size x width
+    scale = torch.tensor(size, dtype=torch.float32) / height
+    for y0 in range(0, height, rows):
+        y = torch.arange(y0, min(y0 + rows, height), dtype=torch.float32)
+        source = (scale * (y + 0.5) - 0.5).clamp(min=0.0)
+        top = source.long()
+        below = (top + 1).clamp(max=size - 1)
+        weight = (source - top).clamp(max=1.0).to(across.device)[:, None]
+        yield (across[top.to(across.device)] * (1.0 - weight) + across[below.to(across.device)] * weight).cpu().numpy()
+
+
+def output_bands(image: Image.Image, seg: torch.Tensor, pixel_threshold: float) -> Iterator[dict[str, np.ndarray]]:
+    """Heatmap, overlay and mask rows of ``image`` (its map ``seg`` upsampled to its size), band by band."""
+    width, height = image.size
+    top = 0
+    for band in upsampled_bands(seg, height, width):
+        bottom = top + len(band)
+        heat = heatmap_rgb(band)
+        yield {"heatmap": heat,
+               "overlay": overlay_rgb(np.asarray(image.crop((0, top, width, bottom)), dtype=np.uint8), heat),
+               "mask": np.where(band >= pixel_threshold, 255, 0).astype(np.uint8)}
+        top = bottom
+
+
+class PngWriter:
+    """An 8-bit grayscale or RGB PNG written band of rows by band (filter Up, one zlib stream), so that an image
+    never needs to exist whole; Pillow writes a PNG from a whole image only."""
+
+    def __init__(self, fh: BinaryIO, width: int, height: int, channels: int) -> None:
+        self._fh = fh
+        self._rows_left = height
+        self._previous = np.zeros(width * channels, dtype=np.uint8)
+        self._zlib = zlib.compressobj(PNG_COMPRESSION)
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        colour_type = {1: 0, 3: 2}[channels]  # grayscale, RGB
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self._fh.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    def write(self, rows: np.ndarray) -> None:
+        """The next rows, uint8 n x width (grayscale) or n x width x 3 (RGB)."""
+        flat = rows.reshape(len(rows), -1)
+        filtered = np.empty((len(flat), flat.shape[1] + 1), dtype=np.uint8)
+        filtered[:, 0] = 2  # filter Up: each byte minus the one above it, modulo 256
+        np.subtract(flat, np.vstack([self._previous, flat[:-1]]), out=filtered[:, 1:])
+        self._previous = flat[-1].copy()
+        self._rows_left -= len(flat)
+        if data := self._zlib.compress(filtered):
+            self._chunk(b"IDAT", data)
+
+    def close(self) -> None:
+        """End the file; every row must have been written."""
+        if self._rows_left:
+            raise ValueError(f"PNG ended with {self._rows_left} row(s) missing")
+        self._chunk(b"IDAT", self._zlib.flush())
+        self._chunk(b"IEND", b"")
+
+
 def output_paths(out_dir: Path, key: str) -> dict[str, Path]:
     """``{kind: out_dir/<key>_<kind>.png}`` for heatmap, overlay and mask."""
     return {kind: out_dir / f"{key}_{kind}.png" for kind in OUTPUT_KINDS}
 
 
-def _write_outputs(paths: dict[str, Path], arrays: dict[str, np.ndarray]) -> None:
-    """All of one image's PNGs or none: each goes to a temporary sibling, renamed only when all are written."""
+def write_outputs(paths: dict[str, Path], bands: Iterable[dict[str, np.ndarray]], width: int, height: int) -> None:
+    """All of one image's PNGs or none, from bands of rows (:func:`output_bands`): each goes to a temporary sibling,
+    renamed only when all are written."""
     with ExitStack() as stack:
-        temps = {kind: stack.enter_context(atomic_path(path, suffix=".png")) for kind, path in paths.items()}
-        for kind, tmp in temps.items():
-            Image.fromarray(arrays[kind]).save(tmp, format="PNG")
+        writers = {}
+        for kind, path in paths.items():
+            tmp = stack.enter_context(atomic_path(path, suffix=".png"))
+            writers[kind] = PngWriter(stack.enter_context(tmp.open("wb")), width, height,
+                                      channels=1 if kind == "mask" else 3)
+        for band in bands:
+            for kind, writer in writers.items():
+                writer.write(band[kind])
+        for writer in writers.values():
+            writer.close()
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -296,9 +395,9 @@ class PredictReport:
         return [(p.path, p.error or "") for p in self.predictions if p.status != "ok"]
 
 
-def _decode(item: InputImage, size: int) -> tuple[Image.Image, np.ndarray] | str:
+def _decode(item: InputImage, size: int, max_pixels: int) -> tuple[Image.Image, np.ndarray] | str:
     try:
-        image = read_rgb(item.path)
+        image = read_rgb(item.path, max_pixels)
         return image, model_input(image, size)
     except ImageReadError as exc:
         return str(exc)
@@ -310,18 +409,10 @@ def _decode(item: InputImage, size: int) -> tuple[Image.Image, np.ndarray] | str
 
 def _finish(item: InputImage, image: Image.Image, seg: torch.Tensor, score: float, image_threshold: float,
             pixel_threshold: float, out_dir: Path) -> Prediction:
-    """Upsample one map (1 x 1 x S x S, on the device) to the image's size and write its three PNGs."""
+    """Upsample one map (1 x 1 x S x S float32, on the device) to the image's size and write its three PNGs."""
     width, height = image.size
-    full = F.interpolate(seg, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    full_map = full.float().cpu().numpy()
-    heat = heatmap_rgb(full_map)
-    arrays = {
-        "heatmap": heat,
-        "overlay": overlay_rgb(np.asarray(image, dtype=np.uint8), heat),
-        "mask": np.where(full_map >= pixel_threshold, 255, 0).astype(np.uint8),
-    }
     paths = output_paths(out_dir, item.key)
-    _write_outputs(paths, arrays)
+    write_outputs(paths, output_bands(image, seg, pixel_threshold), width, height)
     return Prediction(item.path, "ok", score, score >= image_threshold, width, height, paths)
 
 
@@ -366,16 +457,20 @@ def predict(
     batch_size: int,
     device: torch.device | str,
     amp: bool,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     progress: bool = True,
 ) -> PredictReport:
     """Score every image of ``inputs`` (files or folders) and write its heatmap, overlay and mask to ``out_dir``.
 
     Images are decoded by a thread pool and run through ``detector`` (normalised B x 3 x S x S -> (seg map,
-    DeST map)) in batches of ``batch_size``; unreadable files are reported and skipped. Writes
-    ``out_dir/predictions.csv`` last. Raises FileNotFoundError for an input that does not exist.
+    DeST map)) in batches of ``batch_size``; unreadable files and those of more than ``max_pixels`` pixels are
+    reported and skipped. Writes ``out_dir/predictions.csv`` last. Raises FileNotFoundError for an input that does
+    not exist.
     """
     if batch_size < 1:
         raise PredictError(f"batch size must be >= 1, got {batch_size}")
+    if max_pixels < 1:
+        raise PredictError(f"--max-pixels must be >= 1, got {max_pixels}")
     if problem := score.problem(image_size):
         raise PredictError(problem)
     out_dir = Path(out_dir)
@@ -385,43 +480,48 @@ def predict(
     detector.eval()
     predictions: list[Prediction] = []
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
+
+    def run_batch(chunk: list[InputImage]) -> list[Prediction]:
+        # a function, so that a batch's decoded images are released before the next batch is decoded
+        decoded = list(pool.map(lambda item: _decode(item, image_size, max_pixels), chunk))
+        ok = [(item, d) for item, d in zip(chunk, decoded, strict=True) if not isinstance(d, str)]
+        results: dict[int, Prediction] = {}
+        for i, (item, d) in enumerate(zip(chunk, decoded, strict=True)):
+            if isinstance(d, str):
+                results[i] = _failed(item, d, out_dir)
+        if ok:
+            batch = normalize(to_tensor(np.stack([d[1] for _, d in ok])).to(device))
+            with autocast(device, amp):
+                seg, _ = detector(batch)
+            seg = seg.float()
+            maps = seg[:, 0].cpu().numpy()
+            finite = np.isfinite(maps).all(axis=(1, 2))
+            scores = np.full(len(ok), np.nan)
+            if finite.any():
+                scores[finite] = score(maps[finite])
+            jobs = {}
+            for j, (item, (image, _)) in enumerate(ok):
+                if finite[j]:
+                    jobs[j] = pool.submit(_finish, item, image, seg[j : j + 1], float(scores[j]),
+                                          image_threshold, pixel_threshold, out_dir)
+            ok_index = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+            for j, i in enumerate(ok_index):
+                item = chunk[i]
+                if not finite[j]:
+                    results[i] = _failed(item, f"{item.path}: the anomaly map contains NaN or inf (broken "
+                                               "model)", out_dir)
+                    continue
+                try:
+                    results[i] = jobs[j].result()
+                except OSError as exc:
+                    results[i] = _failed(item, f"{item.path}: cannot write its outputs ({exc})", out_dir)
+        return [results[i] for i in range(len(chunk))]
+
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(items), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            decoded = list(pool.map(lambda item: _decode(item, image_size), chunk))
-            ok = [(item, d) for item, d in zip(chunk, decoded, strict=True) if not isinstance(d, str)]
-            results: dict[int, Prediction] = {}
-            for i, (item, d) in enumerate(zip(chunk, decoded, strict=True)):
-                if isinstance(d, str):
-                    results[i] = _failed(item, d, out_dir)
-            if ok:
-                batch = normalize(to_tensor(np.stack([d[1] for _, d in ok])).to(device))
-                with autocast(device, amp):
-                    seg, _ = detector(batch)
-                seg = seg.float()
-                maps = seg[:, 0].cpu().numpy()
-                finite = np.isfinite(maps).all(axis=(1, 2))
-                scores = np.full(len(ok), np.nan)
-                if finite.any():
-                    scores[finite] = score(maps[finite])
-                jobs = {}
-                for j, (item, (image, _)) in enumerate(ok):
-                    if finite[j]:
-                        jobs[j] = pool.submit(_finish, item, image, seg[j : j + 1], float(scores[j]),
-                                              image_threshold, pixel_threshold, out_dir)
-                ok_index = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-                for j, i in enumerate(ok_index):
-                    item = chunk[i]
-                    if not finite[j]:
-                        results[i] = _failed(item, f"{item.path}: the anomaly map contains NaN or inf (broken "
-                                                   "model)", out_dir)
-                        continue
-                    try:
-                        results[i] = jobs[j].result()
-                    except OSError as exc:
-                        results[i] = _failed(item, f"{item.path}: cannot write its outputs ({exc})", out_dir)
-            predictions.extend(results[i] for i in range(len(chunk)))
+            predictions.extend(run_batch(chunk))
             bar.update(len(chunk))
     report = PredictReport(out_dir, out_dir / CSV_NAME, float(image_threshold), float(pixel_threshold),
                            predictions)

@@ -33,6 +33,7 @@ class ADPSArchitecture(Architecture):
                        "train.checkpoint_every", "train.log_every", "train.augment", "train.adps"),
     }
     score_params = ("eval.top_k", "model.adps.score_sigma")
+    score_range = (0.0, 1.0)  # the PSM's softmax anomaly channel; Gaussian smoothing (weights summing to 1) keeps it
     report_params = ("model.adps.k", "model.adps.split_at", "train.adps.epochs", "train.adps.batch_size",
                      "train.adps.lr", "train.adps.synthesis")
 

@@ -44,6 +44,7 @@ class DeSTSegFamily(Architecture):
     }
     model_params = (*MODEL_COMMON_PARAMS, *_BLOCK_PARAMS, "model.use_rcm", "model.rcm")
     score_params = ("eval.top_k",)
+    score_range = (0.0, 1.0)  # the seg net's sigmoid; the top-k mean stays within
     report_params = (*SWITCHES, "train.student.iterations", "train.student.batch_size", "train.seg.iterations",
                      "train.seg.batch_size")
 

@@ -1,20 +1,32 @@
-"""`pfadseg bench predict`: inference images/s and latency per image, PFADSeg vs the DeSTSeg baseline in one run.
+"""`pfadseg bench predict`: inference images/s and latency per image, PFADSeg vs the DeSTSeg baseline in one run;
+`pfadseg bench predict-memory`: peak memory of ``predict`` on one large image.
 
-Times the model path of ``pfadseg predict``: normalised batch on the device -> ``AnomalyDetector`` (teacher,
-student, segmentation net, both maps upsampled to the input size) -> image scores (mean of the top-k pixels),
-synchronised. Image decoding and PNG writing (CPU work that depends on the files) are not included. Weights
-are random (speed does not depend on them); fp32 everywhere, plus bf16 autocast on CUDA.
+``bench predict`` times the model path of ``pfadseg predict``: normalised batch on the device ->
+``AnomalyDetector`` (teacher, student, segmentation net, both maps upsampled to the input size) -> image scores
+(mean of the top-k pixels), synchronised. Image decoding and PNG writing (CPU work that depends on the files) are
+not included. Weights are random (speed does not depend on them); fp32 everywhere, plus bf16 autocast on CUDA.
+
+``bench predict-memory`` runs the whole of :func:`pfadseg.predict.predict` (decoding, model, upsampling, the three
+PNGs) on one square PNG, in a fresh process, and reports that process's peak RSS beside the same on an image of
+the model's input size (the fixed part: interpreter, torch, model) and the bytes of the decoded uint8 image.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import resource
 import statistics
+import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pfadseg.arch.destseg import DESTSEG
@@ -22,6 +34,7 @@ from pfadseg.config import Config
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.build import build_teacher
 from pfadseg.models.detector import AnomalyDetector
+from pfadseg.predict import BAND_PIXELS, PngWriter, predict
 from pfadseg.seeding import torch_generator
 
 VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
@@ -128,3 +141,66 @@ def _print(results: dict[str, Any], echo: Callable[[str], None]) -> None:
             base, ours = by_key[("destseg", batch, mode)], by_key[("pfadseg", batch, mode)]
             echo(f"batch {batch} {mode}: pfadseg takes x{ours['ms_per_image'] / base['ms_per_image']:.2f} the "
                  "time per image of destseg")
+
+
+def _write_test_image(path: Path, side: int) -> None:
+    """A ``side`` x ``side`` RGB PNG of gradients and a checker pattern, written band by band."""
+    x = np.arange(side)
+    rows = max(1, BAND_PIXELS // side)
+    with path.open("wb") as fh:
+        png = PngWriter(fh, side, side, channels=3)
+        for top in range(0, side, rows):
+            y = np.arange(top, min(top + rows, side))[:, None]
+            checker = ((x // 64 + y // 64) % 2 * 255).astype(np.uint8)
+            png.write(np.stack(np.broadcast_arrays(x * 255 // side, y * 255 // side, checker), axis=-1)
+                      .astype(np.uint8))
+        png.close()
+
+
+def _predict_peak_rss(cfg: Config, image: Path, pixels: int, out_dir: Path, device: str) -> int:
+    """In a fresh process: predict ``image`` (``pixels`` px) with a random-weight DeSTSeg; the process's peak RSS in
+    bytes."""
+    dev = resolve_device(device)
+    configure_backends(dev)
+    with warnings.catch_warnings():  # the random teacher's warning
+        warnings.simplefilter("ignore")
+        teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
+    detector = DESTSEG.untrained_detector(cfg, teacher, dev)
+    report = predict(detector, [image], out_dir, image_size=cfg.data.image_size, score=DESTSEG.score_rule(cfg),
+                     image_threshold=0.5, pixel_threshold=0.5, batch_size=1, device=dev, amp=False,
+                     max_pixels=pixels, progress=False)
+    if report.failed:
+        raise RuntimeError(report.failed[0][1])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def bench_predict_memory(cfg: Config, *, size: int = 12000, device: str = "auto",
+                         echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Peak RSS of :func:`pfadseg.predict.predict` on one ``size`` x ``size`` PNG and on one of the model's input
+    size, each in a fresh process (so one peak cannot hide the other); print them and the per-pixel difference."""
+    small = cfg.data.image_size
+    if size <= small:
+        raise ValueError(f"--size must exceed data.image_size ({small}), the comparison image, got {size}")
+    device = str(resolve_device(device))
+    peaks: dict[int, int] = {}
+    with tempfile.TemporaryDirectory(prefix="pfadseg-bench-memory-") as tmp:
+        for side in (small, size):
+            image = Path(tmp) / f"{side}.png"
+            _write_test_image(image, side)
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                peaks[side] = pool.submit(_predict_peak_rss, cfg, image, side * side, Path(tmp) / f"out{side}",
+                                          device).result()
+            image.unlink()
+    pixels = size * size
+    results = {"device": device, "size": size, "small_size": small, "peak_rss": peaks[size],
+               "peak_rss_small": peaks[small], "decoded_uint8_bytes": 3 * pixels,
+               "bytes_per_pixel": (peaks[size] - peaks[small]) / (pixels - small * small)}
+    gb = 1e9
+    echo(f"bench predict-memory: predict (decode, model, upsampling, 3 PNGs) of one {size} x {size} PNG "
+         f"({pixels / 1e6:.1f} M px) on {device}, each run in a fresh process")
+    echo(f"peak RSS, {size} px image: {peaks[size] / gb:.2f} GB")
+    echo(f"peak RSS, {small} px image: {peaks[small] / gb:.2f} GB (interpreter, torch, model: the fixed part)")
+    echo(f"difference: {(peaks[size] - peaks[small]) / gb:.2f} GB = {results['bytes_per_pixel']:.1f} bytes per pixel "
+         f"(the decoded uint8 RGB image alone: {3 * pixels / gb:.2f} GB, 3 bytes per pixel)")
+    return results

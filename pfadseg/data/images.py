@@ -3,6 +3,10 @@
 Every image the project reads (datasets, textures, ``predict``) goes through :func:`read_rgb`: EXIF orientation
 applied, 16-bit and float images scaled to 8 bit, images under ``MIN_IMAGE_SIDE`` px rejected; ordinary 8-bit
 images are read exactly as PIL ``convert("RGB")`` reads them.
+
+Images of more than ``MAX_IMAGE_PIXELS`` pixels (width x height) are refused from their header, before anything is
+decoded (``pfadseg predict --max-pixels`` sets another limit). This check replaces Pillow's own (a raw
+``DecompressionBombWarning`` above 89 M pixels, an error above twice that), which importing this module turns off.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from pfadseg.data.layout import CategoryFiles, scan_category
+from pfadseg.data.layout import CategoryFiles, mask_size_error, scan_category, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +32,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MASK_THRESHOLD = 0.5
 MAX_WORKERS = 4
+# Pillow holds a decoded image at 4 bytes per pixel; `pfadseg predict` on CPU peaks at about 1.2 GB + 4.2 bytes per
+# pixel (1.8 GB for 12000 x 12000: pfadseg bench predict-memory), so this default stays near 2 GB.
+MAX_IMAGE_PIXELS = 200_000_000  # e.g. 14142 x 14142; larger images are refused unless the limit is raised
 MIN_IMAGE_SIDE = 32  # px, the smaller side of an image (the student reaches 1/32 of its input)
 UINT16_MAX = 65535
 
 
+Image.MAX_IMAGE_PIXELS = None  # Pillow's decompression-bomb check: open_image's max_pixels replaces it
+
+
 class ImageReadError(ValueError):
-    """An image or mask file that cannot be decoded (missing, unreadable, truncated) or used (too small, odd range)."""
+    """An image or mask file that cannot be decoded (missing, unreadable, truncated) or used (too large or small,
+    odd range)."""
 
 
-def open_image(path: Path) -> Image.Image:
-    """``path`` fully decoded (truncation fails here) in its own mode, turned upright by its EXIF orientation."""
+def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """``path`` fully decoded (truncation fails here) in its own mode, turned upright by its EXIF orientation.
+
+    More than ``max_pixels`` pixels raise :class:`ImageReadError` from the header, before anything is decoded.
+    """
     try:
         with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            width, height = im.size
+            if width * height <= max_pixels:
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # in place: no second full-size copy
+                return im
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({exc})") from exc
+    raise ImageReadError(f"{path}: image is {width} x {height} = {width * height:,} px, more than the limit of "
+                         f"{max_pixels:,} px (a guard against decompression bombs and running out of memory); if "
+                         "the image is genuine, raise it: pfadseg predict --max-pixels N (for training data: "
+                         "pfadseg.data.images.MAX_IMAGE_PIXELS)")
 
 
 def _is_high_bit(mode: str) -> bool:
@@ -74,14 +95,16 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray((values.astype(np.uint16) >> 8).astype(np.uint8))
 
 
-def read_rgb(path: Path) -> Image.Image:
-    """8-bit RGB, as every dataset, texture and predict image is read; a side under ``MIN_IMAGE_SIDE`` raises."""
+def read_rgb(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """8-bit RGB, as every dataset, texture and predict image is read; a side under ``MIN_IMAGE_SIDE`` or more
+    than ``max_pixels`` pixels raise."""
     path = Path(path)
-    image = open_image(path)
+    image = open_image(path, max_pixels)
     if min(image.size) < MIN_IMAGE_SIDE:
         raise ImageReadError(f"{path}: image is {image.width} x {image.height} px; its smaller side must be at "
                              f"least {MIN_IMAGE_SIDE} px (too small to train on or score; use the full-size image)")
-    return _to_8bit(image, path).convert("RGB")
+    image = _to_8bit(image, path)
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert would copy an RGB image whole
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
@@ -90,14 +113,17 @@ def load_image(path: Path, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def load_mask(path: Path, size: int) -> np.ndarray:
+def load_mask(path: Path, size: int, *, image_file: Path | None = None) -> np.ndarray:
     """Boolean ``size`` x ``size`` mask: [0,1] tensor, torchvision antialiased bilinear resize, >= 0.5.
 
     Read as images are (:func:`open_image`, :func:`_to_8bit`, then ``L``); a high-bit-depth mask whose non-zero
-    values all lie below half its range (e.g. 0/255 stored as 16-bit) would come out empty and raises instead.
+    values all lie below half its range (e.g. 0/255 stored as 16-bit) would come out empty and raises instead,
+    and so does a mask whose upright size differs from that of ``image_file``, its image, when given.
     """
     path = Path(path)
     image = open_image(path)
+    if image_file is not None and (image_size := upright_size(image_file)) != image.size:
+        raise ImageReadError(mask_size_error(Path(image_file), image_size, path, image.size))
     mask = np.asarray(_to_8bit(image, path).convert("L"), dtype=np.float32) / 255.0
     if _is_high_bit(image.mode) and mask.max() < MASK_THRESHOLD and np.asarray(image).any():
         raise ImageReadError(f"{path}: {image.mode} mask whose non-zero values all lie below half of its range, "
@@ -145,7 +171,7 @@ def load_test_set(files: CategoryFiles, size: int) -> TestSet:
     masks = np.zeros((len(files.test), size, size), dtype=bool)
     for i, item in enumerate(files.test):
         if item.mask is not None:
-            masks[i] = load_mask(item.mask, size)
+            masks[i] = load_mask(item.mask, size, image_file=item.image)
     labels = masks.any(axis=(1, 2))
     folder_labels = np.array([item.label for item in files.test], dtype=bool)
     # a defective image without a mask is no disagreement: evaluation then skips the pixel metrics and says so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -13,12 +14,15 @@ import torch
 from PIL import Image, ImageOps
 
 from pfadseg.data.images import (
+    MAX_IMAGE_PIXELS,
     ImageReadError,
     load_image,
     load_images,
     load_mask,
     load_test_set,
     normalize,
+    open_image,
+    read_rgb,
     to_tensor,
 )
 from pfadseg.data.layout import CategoryFiles, TestItem, scan_category
@@ -198,6 +202,43 @@ def test_images_below_the_minimum_side_are_rejected_naming_the_file(tmp_path: Pa
         load_image(path, 64)
     assert load_image(_save(tmp_path / "ok.png", Image.fromarray(np.zeros((32, 200, 3), np.uint8))), 64).shape == (
         64, 64, 3)
+
+
+def _claimed_png(path: Path, width: int, height: int) -> Path:
+    """An 8-bit grayscale PNG whose header claims ``width`` x ``height`` px, cut off within its first row."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+    path.write_bytes(data[:-6])
+    return path
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path: Path,
+                                                                   recwarn: pytest.WarningsRecorder) -> None:
+    assert MAX_IMAGE_PIXELS > 12000 * 12000  # a 12000 x 12000 scan is read
+    huge = _claimed_png(tmp_path / "huge.png", 20000, 20000)  # 400 M px, only a header: nothing is decoded
+    with pytest.raises(ImageReadError, match=re.escape(f"{huge}: image is 20000 x 20000 = 400,000,000 px, more than "
+                                                       f"the limit of {MAX_IMAGE_PIXELS:,} px") + ".*--max-pixels"):
+        read_rgb(huge)
+    small = _save(tmp_path / "a.png", Image.fromarray(_gradient(40, 60)))
+    with pytest.raises(ImageReadError, match="40 = 2,400 px, more than the limit of 2,399 px"):
+        read_rgb(small, max_pixels=2399)
+    assert read_rgb(small, max_pixels=2400).size == (60, 40), "the limit itself is allowed"
+    assert not recwarn.list
+
+
+def test_our_limit_replaces_pillows_decompression_bomb_check(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """Pillow warns (raw) above 89 M px and raises above twice that; the project's limit decides instead, silently."""
+    big = _claimed_png(tmp_path / "big.png", 10000, 10000)  # 100 M px, within our default limit
+    with pytest.raises(ImageReadError, match=re.escape(f"{big}: cannot read image (image file is truncated")):
+        open_image(big)
+    huge = _claimed_png(tmp_path / "huge.png", 20000, 20000)  # 400 M px, allowed by a raised limit
+    with pytest.raises(ImageReadError, match=re.escape(f"{huge}: cannot read image (image file is truncated")):
+        open_image(huge, max_pixels=400_000_000)
+    assert not [w for w in recwarn.list if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def _block_mask(tmp_path: Path, offset: int) -> Path:

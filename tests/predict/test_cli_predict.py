@@ -1,4 +1,5 @@
-"""`pfadseg predict` end to end: outputs for readable files, the corrupted one reported once, exit code 1."""
+"""`pfadseg predict` end to end: outputs for readable files, the corrupted one reported once, exit code 1;
+thresholds outside the score range and images over --max-pixels refused."""
 
 from __future__ import annotations
 
@@ -34,3 +35,22 @@ def test_predict_command_reports_a_corrupted_file_once_and_exits_non_zero(
                                                      "predictions.csv"]
     csv = (out / "predictions.csv").read_text()
     assert "broken.png" in csv and "part.png" in csv
+
+
+def test_predict_command_refuses_thresholds_out_of_range_and_images_over_max_pixels(
+    trained_run: TrainedRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = tmp_path / "part.png"
+    shutil.copy(sorted((trained_run.test_images / "good").iterdir())[0], image)  # 64 x 64
+    command = ["predict", str(trained_run.calibrated_dir), str(image), "--out", str(tmp_path / "out"), "--device",
+               "cpu"]
+    for option, value in (("--threshold", "5"), ("--pixel-threshold", "-1")):
+        result = CliRunner().invoke(app, [*command, option, value])
+        assert result.exit_code == 1
+        assert f"{option} {value} is outside [0, 1]" in result.output, result.output
+    with caplog.at_level(logging.WARNING, logger="pfadseg"):
+        result = CliRunner().invoke(app, [*command, "--max-pixels", "4095"])
+    assert result.exit_code == 1 and "1 image(s) failed" in result.output
+    assert f"{image}: image is 64 x 64 = 4,096 px, more than the limit of 4,095 px" in caplog.text
+    assert "--max-pixels" in caplog.text
+    assert CliRunner().invoke(app, [*command, "--max-pixels", "4096"]).exit_code == 0

@@ -1,5 +1,6 @@
 """``predict`` on users' files (mixed formats and sizes, a corrupt one, same-named files in different folders),
-``load_predictor`` from a run folder or a seg.pt, thresholds, collision-free names, and the predict benchmark."""
+``load_predictor`` from a run folder or a seg.pt, thresholds (the ADPS range too), collision-free names, and the
+predict benchmark."""
 
 from __future__ import annotations
 
@@ -249,6 +250,9 @@ def test_an_adps_run_is_calibrated_and_predicts_with_its_score_rule(trained_run:
     CALIBRATE.invoke(cfg, layout, CATEGORY, 0)
     adps = load_predictor(layout.run_dir("models", CATEGORY, 0), device="cpu")
     assert adps.threshold_source == "calibration" and adps.score.sigma == cfg.model.adps.score_sigma
+    for option, value in (("threshold", 1.01), ("pixel_threshold", -0.5)):  # a softmax probability, smoothed
+        with pytest.raises(PredictError, match=r"outside \[0, 1\], the range of adps anomaly scores"):
+            load_predictor(layout.run_dir("models", CATEGORY, 0), device="cpu", **{option: value})
     assert adps.calibration["image_score"] == "max of the Gaussian-smoothed map (sigma 4)"
 
     files = sorted(trained_run.test_images.rglob("*.png"))[-3:]
