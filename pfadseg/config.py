@@ -8,6 +8,7 @@ and the error names the dotted key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -21,6 +22,15 @@ import yaml
 from pfadseg.data.categories import KSDD2_CATEGORY, MVTEC_CATEGORIES
 
 DEFAULT_PARAMS = Path("params.yaml")
+log = logging.getLogger(__name__)
+
+# A category names a folder and is one argument of a stage command in dvc.yaml (single-quoted there), so it may hold
+# spaces, unicode and shell characters, but not these: a path separator, the quote, DVC's stage-name separator '@'.
+CATEGORY_FORBIDDEN = ("/", "\\", "'", "@")
+# PFADSeg's student (AFF or PCAR on) diverges below this batch size with loss_reduction: sum at the protocol's lr 0.5:
+# its weights and BN statistics grow without bound while the loss falls (measured at batch 2; batch 3 and up, and
+# DeSTSeg's student, stay bounded). The training loop's divergence guard stops such a run.
+STUDENT_SAFE_BATCH = 3
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,9 @@ class DataConfig:
     def validate(self, key: str) -> None:
         if not self.categories:
             raise ConfigError(f"{key}.categories: must name at least one category")
+        for name in self.categories:
+            if problem := category_name_problem(name):
+                raise ConfigError(f"{key}.categories: {name!r} cannot be a category name: {problem}")
         if len(set(self.categories)) != len(self.categories):
             raise ConfigError(f"{key}.categories: duplicate names in {self.categories}")
         if self.image_size % 32:
@@ -104,6 +117,19 @@ class DataConfig:
                 raise ConfigError(f"{key}.categories: {unknown} are not MVTec AD categories "
                                   f"(allowed: {', '.join(MVTEC_CATEGORIES)}); use data.source: folder "
                                   "for a dataset of your own")
+
+
+def category_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a category (a folder and a stage argument), or None."""
+    if name.strip() in ("", ".", ".."):
+        return "it names no folder (empty, '.' or '..')"
+    if name != name.strip():
+        return "leading or trailing spaces (a folder name that is easy to get wrong)"
+    if bad := [c for c in CATEGORY_FORBIDDEN if c in name]:
+        return f"it holds {' '.join(bad)} (allowed: any other printable characters, spaces and unicode included)"
+    if any(not c.isprintable() for c in name):
+        return "it holds a control character (a newline or tab, say)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -310,6 +336,18 @@ class Config:
     def validate(self, key: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ConfigError(f"seeds: must list at least one distinct non-negative seed, got {self.seeds}")
+        student = self.train.student
+        if (student.batch_size < STUDENT_SAFE_BATCH and student.loss_reduction == "sum"
+                and (self.model.use_aff or self.model.use_pcar) and self.model.arch == "pfadseg"):
+            log.warning("train.student.batch_size %d is below %d: with loss_reduction sum at lr %g, PFADSeg's student "
+                        "is known to diverge (weights and BN statistics grow without bound while the loss falls); "
+                        "use a batch of %d or more, a lower lr, or loss_reduction mean", student.batch_size,
+                        STUDENT_SAFE_BATCH, student.lr, STUDENT_SAFE_BATCH)
+        pixels = self.data.image_size ** 2  # every architecture's anomaly map is data.image_size square
+        if not 1 <= self.eval.top_k <= pixels:
+            raise ConfigError(f"eval.top_k: {self.eval.top_k} exceeds the {pixels} pixels of a "
+                              f"{self.data.image_size} x {self.data.image_size} anomaly map (data.image_size); "
+                              f"use at most {pixels}")
         if self.model.arch == "adps" and self.data.image_size % (16 * self.model.adps.k):
             raise ConfigError(f"model.adps.k: data.image_size ({self.data.image_size}) must be a multiple of 16 * k "
                               f"= {16 * self.model.adps.k}, so every patch reaches the student's 1/16 level")
@@ -425,7 +463,12 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         node = node[part]
     if not isinstance(node, dict) or parts[-1] not in node:
         raise ConfigError(f"override {dotted}: no such key in params (overrides may only change existing keys)")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {override!r}: the value {raw!r} is not valid YAML ({problem}); quote it "
+                          "or close its brackets, e.g. data.categories=[carpet,leather]") from None
 
 
 def config_from_dict(tree: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
@@ -550,8 +593,8 @@ class ParamView:
         if dataclasses.is_dataclass(value) and any(a.startswith(dotted + ".") for a in self._allowed):
             return ParamView(value, self._allowed, self._stage, dotted, self._root)
         raise UndeclaredParamError(f"stage {self._stage} reads {dotted}, which its params do not declare; add it "
-                                   "to the stage's params (pfadseg/arch or pfadseg/pipeline) and run "
-                                   "`pfadseg graph --write`")
+                                   "to the stage's params (pfadseg/arch or pfadseg/pipeline) and rewrite "
+                                   "dvc.yaml with `pfadseg graph`")
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import click
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from pfadseg.cli import app
+from tests.conftest import REPO
 
 runner = CliRunner()
 COMMANDS = ["acquire", "download", "synth-data", "bank", "train-student", "train-seg", "evaluate", "report",
             "ablate", "predict", "export", "profile", "demo", "bench synth", "bench models", "bench metrics",
-            "bench train", "bench predict"]
+            "bench train", "bench predict", "bench predict-memory", "graph", "experiment", "calibrate",
+            "train-adps"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -77,3 +82,32 @@ def test_ablate_rejects_rows_outside_table_4(tmp_path: Path, monkeypatch: pytest
     assert result.exit_code == 1 and "--rows '1,x': give comma-separated integers" in result.output
     result = runner.invoke(app, ["ablate", "--rows", "8"])
     assert result.exit_code == 1 and "--rows 8: Table 4 has rows 1 to 7" in result.output
+
+
+def _documented_invocations() -> set[tuple[str, ...]]:
+    """Every ``pfadseg WORD [WORD] --option ...`` the package's messages, dvc.yaml and the docs tell users to type."""
+    files = [*(REPO / "pfadseg").rglob("*.py"), REPO / "dvc.yaml", REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    pattern = re.compile(r"pfadseg ([a-z][a-z-]+)(?: ([a-z][a-z-]*))?((?: --[a-z][a-z-]*)+)")
+    return {(m.group(1), m.group(2) or "", *m.group(3).split()) for f in files for m in pattern.finditer(f.read_text())}
+
+
+def test_every_command_and_option_a_message_or_doc_names_exists() -> None:
+    root = typer.main.get_command(app)
+    invocations = _documented_invocations()
+    assert ("graph", "", "--check") in invocations, "the scan finds what it should"
+    for word, second, *options in sorted(invocations):
+        command = root.commands.get(word)
+        assert command is not None, f"pfadseg {word}: no such command"
+        if isinstance(command, click.Group):
+            command = command.commands.get(second)
+            assert command is not None, f"pfadseg {word} {second}: no such command"
+        known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for option in options:
+            assert option in known, f"pfadseg {word} {second}: no option {option}"
+
+
+def test_broken_yaml_in_an_override_is_one_line_naming_it() -> None:
+    result = runner.invoke(app, ["graph", "--check", "-S", "data.categories=[carpet"])
+    assert result.exit_code == 2, result.output
+    assert "override 'data.categories=[carpet': the value '[carpet' is not valid YAML" in result.output
+    assert "Traceback" not in result.output

@@ -136,3 +136,49 @@ def test_a_stored_config_from_before_the_archive_limits_still_loads() -> None:
     limits = config_from_dict(upgrade_stored_config(tree)).data.archive_limits
     assert "archive_limits" not in tree["data"]  # the stored tree itself is left alone
     assert (limits.max_extracted_gib, limits.max_ratio) == (1.0e9, 1.0e9)  # no bound, as older versions extracted
+
+
+@pytest.mark.parametrize("name", ["with space", "ünïcödé", "a;b$c&d|e>f`g`", "my-part_2 (v1)", "-dash"])
+def test_any_printable_category_name_is_accepted(name: str) -> None:
+    cfg = config_from_dict(read_params(REPO / "params.yaml"), ["data.source=folder", "data.root=/data",
+                                                             f"data.categories=['{name}']"])
+    assert cfg.data.categories == [name]
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("a/b", "/"), ("a\\\\b", "\\"), ("it''s", "'"), ("a@b", "@"), ("..", "names no folder"), ("", "names no folder"),
+    (" padded", "leading or trailing spaces"), ("tab\\there", "control character"),
+])
+def test_category_names_that_cannot_work_are_refused_naming_the_rule(name: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(read_params(REPO / "params.yaml"), ["data.source=folder", "data.root=/data",
+                                                           f'data.categories=["{name}"]'])
+    assert "data.categories:" in str(info.value) and "cannot be a category name" in str(info.value)
+    assert rule in str(info.value)
+
+
+def test_top_k_beyond_the_map_is_refused_at_load_naming_both_keys() -> None:
+    with pytest.raises(ConfigError, match=r"eval\.top_k: 100000 exceeds the 4096 pixels .*data\.image_size"):
+        config_from_dict(read_params(REPO / "params.yaml"), ["data.image_size=64", "eval.top_k=100000"])
+    assert config_from_dict(read_params(REPO / "params.yaml"), ["data.image_size=64", "eval.top_k=4096"])
+
+
+@pytest.mark.parametrize("override", ["data.categories=[carpet", "model.use_rcm={", "train.student.lr=: x"])
+def test_broken_yaml_in_an_override_names_the_override(override: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(read_params(REPO / "params.yaml"), [override])
+    assert f"override {override!r}: the value" in str(info.value) and "not valid YAML" in str(info.value)
+
+
+def test_a_student_batch_known_to_diverge_warns_at_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="pfadseg.config"):
+        config_from_dict(read_params(REPO / "params.yaml"), ["train.student.batch_size=2"])
+    assert "train.student.batch_size 2 is below 3" in caplog.text and "diverge" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pfadseg.config"):
+        config_from_dict(read_params(REPO / "params.yaml"), ["train.student.batch_size=3"])
+        config_from_dict(read_params(REPO / "params.yaml"), ["train.student.batch_size=2",
+                                                           "train.student.loss_reduction=mean"])
+        config_from_dict(read_params(REPO / "params.yaml"), ["train.student.batch_size=2", "model.use_aff=false",
+                                                           "model.use_pcar=false"])
+    assert caplog.text == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ class Architecture(ABC):
     stage_params: Mapping[str, tuple[str, ...]]  # training stage -> the params it reads
     score_params: tuple[str, ...]  # the params of its image-score rule (calibrate, evaluate)
     report_params: tuple[str, ...]  # the params its report lines read
+    score_range: tuple[float, float]  # [low, high] of its anomaly map and image score: the thresholds' range
 
     @abstractmethod
     def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
@@ -80,6 +83,32 @@ class Architecture(ABC):
     @abstractmethod
     def variant(self, cfg: Config) -> str:
         """Short name of the configured model, e.g. ``destseg``, ``aff+pcar+rcm``, ``adps``."""
+
+    def build_problem(self, cfg: Config) -> str | None:
+        """Why a stage could not build or score this architecture's detector for ``cfg``, or None.
+
+        The detector is built and run on the meta device (shapes only: no memory, no weights, well under a second),
+        so every size and module setting that a stage would refuse is refused before any stage runs.
+        """
+        meta = torch.device("meta")
+        shapes_only = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, teacher_weights="random"),
+                                          train=dataclasses.replace(cfg.train, channels_last=False, compile=False))
+        size = cfg.data.image_size
+        logging.disable(logging.WARNING)  # the stand-in random teacher is no user setting: no warning about it
+        try:
+            with meta:
+                detector = self.untrained_detector(shapes_only, build_teacher("random", self.teacher_backbone(cfg)),
+                                                   meta)
+                anomaly_map, _ = detector(torch.empty(2, 3, size, size))
+        except (ValueError, RuntimeError) as exc:
+            return f"the {self.name} networks cannot be built for these settings: {exc}"
+        finally:
+            logging.disable(logging.NOTSET)
+        if tuple(anomaly_map.shape[-2:]) != (size, size):
+            return f"the anomaly map is {tuple(anomaly_map.shape[-2:])}, not data.image_size {size} square"
+        if problem := self.score_rule(cfg).problem(size):
+            return f"eval.{problem}" if problem.startswith("top_k") else problem
+        return None
 
     def load_teacher(self, cfg: Config, device: torch.device) -> nn.Module:
         """The frozen teacher; a ``random`` teacher is seeded from ``seed`` so every stage sees the same one."""

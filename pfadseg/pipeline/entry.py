@@ -50,7 +50,8 @@ class StageDef:
         """Check the arguments against the full config, then run on the declared params only."""
         if self.arch is not None and cfg.model.arch != self.arch:
             raise ConfigError(f"stage {self.name} belongs to model.arch={self.arch}, but params.yaml gives "
-                              f"model.arch={cfg.model.arch}; write its pipeline first: pfadseg graph --write")
+                              f"model.arch={cfg.model.arch}; write its pipeline first: pfadseg graph (or pfadseg "
+                              f"experiment NAME -S model.arch={cfg.model.arch})")
         if self.per_run:
             category, seed = args
             if category not in cfg.data.categories:

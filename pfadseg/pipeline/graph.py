@@ -1,7 +1,7 @@
 """dvc.yaml, derived from the code: every stage's deps are its script's import closure within ``pfadseg`` (plus
 its data), its params what its :class:`StageDef` declares for the architecture of params.yaml.
 
-``pfadseg graph --check`` fails when dvc.yaml differs from what the code gives; ``--write`` rewrites it. The
+``pfadseg graph --check`` fails when dvc.yaml differs from what the code gives; ``pfadseg graph`` rewrites it. The
 architecture decides the training stages: DeSTSeg/PFADSeg ``train_student`` -> ``train_seg``, ADPS
 ``train_adps``; both then ``calibrate`` -> ``evaluate`` -> ``report``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from pfadseg.arch.registry import architecture
-from pfadseg.config import Config
+from pfadseg.config import DEFAULT_PARAMS, Config
 from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.bank import BANK
@@ -29,10 +29,10 @@ from pfadseg.pipeline.report import REPORT
 
 TRAINING_STAGES: dict[str, StageDef] = {s.name: s for s in (TRAIN_STUDENT, TRAIN_SEG, TRAIN_ADPS)}
 HEADER = """\
-# Written by `pfadseg graph --write` from the code (pfadseg/pipeline/graph.py): do not edit by hand.
+# Written by `pfadseg graph` from the code (pfadseg/pipeline/graph.py): do not edit by hand.
 # deps: each stage script's import closure within pfadseg, plus its data; params: what the stage reads (it runs
 # on a config view that refuses any other key). The training stages are those of model.arch ({arch}); to switch
-# architecture: pfadseg graph --write -S model.arch=NAME (then dvc repro / dvc exp run -S model.arch=NAME).
+# architecture: pfadseg experiment NAME -S model.arch=ARCH (or pfadseg graph -S model.arch=ARCH, then dvc repro).
 """
 
 
@@ -95,12 +95,14 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
     # not whatever pfadseg the interpreter has installed (an editable checkout elsewhere, a queue worker's origin).
     if stage.per_run:
         entry["matrix"] = {"category": "${data.categories}", "seed": "${seeds}"}
-    entry["cmd"] = f"python -m stages.{stage.name}" + (" ${item.category} ${item.seed}" if stage.per_run else "")
+    # The category is single-quoted: a name may hold spaces and shell characters (never a quote: config.py).
+    entry["cmd"] = f"python -m stages.{stage.name}" + (" '${item.category}' ${item.seed}" if stage.per_run else "")
     gate = stage is CHECK_PARAMS  # every other stage depends on its marker, so DVC runs it first
     checked = [] if gate else [str(ITEM.params_check)]
     kept = {"persist": True} if gate else {}  # a failed check leaves its marker, so nothing downstream turns stale
     entry["deps"] = [*map(str, code), *stage.extra_code, *stage.deps(arch), *checked]
-    entry["params"] = _compact(stage.declared(cfg))
+    # The gate reads the whole params file (an unknown key anywhere fails it); the others what they declare.
+    entry["params"] = [{str(DEFAULT_PARAMS): None}] if gate else _compact(stage.declared(cfg))
     report = stage.name == "report"  # Git tracks reports/
     outs = [*(({p: {"cache": False}} if report else p) for p in stage.outs(arch)),
             *({p: {"cache": False, **kept}} for p in stage.records(arch))]
@@ -121,9 +123,9 @@ def graph_problem(cfg: Config, root: Path) -> str | None:
     """Why ``root/dvc.yaml`` is not what the code gives for ``cfg``, or None when it is."""
     path = root / "dvc.yaml"
     if not path.is_file():
-        return f"{path}: missing; run pfadseg graph --write"
+        return f"{path}: missing; run pfadseg graph"
     if path.read_text() != render_graph(cfg, root):
-        return (f"{path}: out of date with the code or with model.arch={cfg.model.arch}; run pfadseg graph --write "
+        return (f"{path}: out of date with the code or with model.arch={cfg.model.arch}; run pfadseg graph "
                 "(and commit it)")
     return None
 

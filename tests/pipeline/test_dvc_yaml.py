@@ -16,7 +16,7 @@ STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 def test_dvc_yaml_is_the_generated_graph() -> None:
-    assert graph_problem(CFG, REPO) is None, "run: pfadseg graph --write"
+    assert graph_problem(CFG, REPO) is None, "run: pfadseg graph"
 
 
 def test_deps_follow_the_imports() -> None:
