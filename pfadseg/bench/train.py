@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
@@ -31,6 +32,27 @@ def _with(cfg: Config, *overrides: str) -> Config:
 
 def _peak_memory_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched below autograd (forward, backward and optimizer): one kernel launch or more
+    each on a GPU, so the count is a CPU-measurable proxy of a step's launch overhead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(step: Any, index: int = 1) -> int:
+    """Aten ops of one call of ``step(index)`` (after a warm-up step, so lazily created state is not counted)."""
+    step(index - 1)
+    with _OpCounter() as counter:
+        step(index)
+    return counter.count
 
 
 def _time_steps(step: Any, iterations: int, device: torch.device) -> float:
@@ -71,17 +93,18 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
             amp = partial(autocast, dev, amp_enabled(dev, vcfg.train))
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
-            student_rate = _time_steps(
-                student_step_fn(teacher, maybe_compile(student, vcfg.train), student_optimizer(student, scfg), composer,
-                                scfg, amp),
-                iterations, dev)
+            student_step = student_step_fn(teacher, maybe_compile(student, vcfg.train),
+                                           student_optimizer(student, scfg), composer, scfg, amp)
+            # aten ops are counted on the CPU only: on CUDA, autograd runs the backward pass on another thread
+            student_ops = ops_per_step(student_step) if dev.type == "cpu" else None
+            student_rate = _time_steps(student_step, iterations, dev)
             student_mem = _peak_memory_mb(dev)
-            seg_rate = _time_steps(
-                seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train), seg_optimizer(segnet, gcfg), composer,
-                            gcfg, amp),
-                iterations, dev)
-            results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem,
-                             "seg_it_s": seg_rate, "seg_peak_mb": _peak_memory_mb(dev)}
+            seg_step = seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train), seg_optimizer(segnet, gcfg),
+                                   composer, gcfg, amp)
+            seg_ops = ops_per_step(seg_step) if dev.type == "cpu" else None
+            seg_rate = _time_steps(seg_step, iterations, dev)
+            results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem, "student_ops": student_ops,
+                             "seg_it_s": seg_rate, "seg_peak_mb": _peak_memory_mb(dev), "seg_ops": seg_ops}
     _print(results, cfg)
     return results
 
@@ -89,13 +112,15 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
 def _print(results: dict[str, Any], cfg: Config) -> None:
     print(f"bench train: device {results['device']}, {results['image_size']} px, batch {results['batch_size']}, "
           f"bf16 {results['bf16']}, compile {results['compile']}")
-    print(f"{'variant':<10} {'student it/s':>13} {'peak MiB':>9} {'seg it/s':>9} {'peak MiB':>9} "
-          f"{'full category (s)':>18}")
+    print(f"{'variant':<10} {'student it/s':>13} {'peak MiB':>9} {'ops/step':>9} {'seg it/s':>9} {'peak MiB':>9} "
+          f"{'ops/step':>9} {'full category (s)':>18}")
     for name in VARIANTS:
         r = results[name]
         full = cfg.train.student.iterations / r["student_it_s"] + cfg.train.seg.iterations / r["seg_it_s"]
-        mem = [f"{m:9.0f}" if m is not None else f"{'n/a':>9}" for m in (r["student_peak_mb"], r["seg_peak_mb"])]
-        print(f"{name:<10} {r['student_it_s']:13.2f} {mem[0]} {r['seg_it_s']:9.2f} {mem[1]} {full:18.0f}")
+        cells = {k: f"{r[k]:9.0f}" if r[k] is not None else f"{'n/a':>9}"
+                 for k in ("student_peak_mb", "student_ops", "seg_peak_mb", "seg_ops")}
+        print(f"{name:<10} {r['student_it_s']:13.2f} {cells['student_peak_mb']} {cells['student_ops']} "
+              f"{r['seg_it_s']:9.2f} {cells['seg_peak_mb']} {cells['seg_ops']} {full:18.0f}")
     ratio = results["destseg"]["student_it_s"] / results["pfadseg"]["student_it_s"]
     print(f"PFADSeg student step costs {ratio:.2f}x the DeSTSeg one; full category = "
           f"{cfg.train.student.iterations} + {cfg.train.seg.iterations} iterations at these rates")

@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from dvclive import Live
 from tqdm.auto import tqdm
 
 from pfadseg.artifacts import load_problem, save_torch
 from pfadseg.fsio import writing
 from pfadseg.synth.composer import Batch, BatchComposer
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,13 @@ class TrainLoop:
         """dvclive's logger of this run; if the block fails, the curves go back to the kept checkpoint and the
         summary is removed."""
         if self.live_dir is None:
+            yield None
+            return
+        try:  # imported here: dvclive pulls in dvc and ~20 packages that training itself does not need
+            from dvclive import Live
+        except ImportError:
+            log.warning("%s: dvclive is not installed: training without curves (pip install dvclive to log them)",
+                        self.name)
             yield None
             return
         if start > 0:

@@ -16,6 +16,7 @@ from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.calibrate import CALIBRATE
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.predict import Predictor, load_predictor
 from tests.conftest import REPO, TINY
 
 CATEGORY = "bottle"
@@ -69,3 +70,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     shutil.move(layout.calibration(CATEGORY, 0), calibrated_dir / "calibration.json")  # model_dir: uncalibrated
     calibration = read_json(calibrated_dir / "calibration.json")["calibration"]
     return TrainedRun(root, cfg, layout, model_dir, calibrated_dir, calibration)
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run: TrainedRun) -> Predictor:
+    """The calibrated tiny run, loaded for prediction on the CPU."""
+    return load_predictor(trained_run.calibrated_dir, device="cpu")

@@ -31,11 +31,6 @@ from pfadseg.predict import (
 from tests.predict.conftest import TrainedRun
 
 
-@pytest.fixture(scope="module")
-def predictor(trained_run: TrainedRun) -> Predictor:
-    return load_predictor(trained_run.calibrated_dir, device="cpu")
-
-
 def _whole_image_outputs(image: Image.Image, seg: torch.Tensor, pixel_threshold: float) -> dict[str, np.ndarray]:
     """The formula predict used before bands: the map upsampled whole, then coloured, blended and thresholded."""
     width, height = image.size

@@ -31,11 +31,6 @@ from pfadseg.predict import (
 from tests.predict.conftest import TrainedRun
 
 
-@pytest.fixture(scope="module")
-def predictor(trained_run: TrainedRun) -> Predictor:
-    return load_predictor(trained_run.calibrated_dir, device="cpu")
-
-
 def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 

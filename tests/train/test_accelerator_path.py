@@ -16,9 +16,7 @@ from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast, prepare_module
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
 from pfadseg.pipeline.adps import TRAIN_ADPS
-from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.calibrate import CALIBRATE
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.evaluate import EVALUATE
@@ -31,16 +29,6 @@ ACCELERATOR_PATH = ("train.amp=true", "train.channels_last=true", "train.acceler
 OFFLINE = ("data.source=synthetic", "data.textures=procedural", "model.teacher_weights=random",
            "data.categories=[bottle]", "train.student.iterations=2", "train.seg.iterations=2", "train.log_every=1",
            "train.seg.batch_size=2", "calibrate.n_samples=4")
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., Config]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(*OFFLINE)
-    acquire_images(cfg, Layout(), progress=False)
-    acquire_textures(cfg, Layout(), progress=False)
-    run_bank(cfg, Layout(), progress=False)
-    return tmp_path
 
 
 def test_the_accelerator_path_is_off_on_the_cpu_unless_asked(tiny_config: Callable[..., Config]) -> None:

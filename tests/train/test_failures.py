@@ -20,28 +20,16 @@ from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.fsio import WriteError
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
-from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.train import loop as loop_module
 from pfadseg.train.loop import RUNNING_VAR_LIMIT, WEIGHT_LIMIT, DivergenceError
+from tests.train.conftest import OFFLINE
 
-OFFLINE = ("data.source=synthetic", "data.textures=procedural", "model.teacher_weights=random")
 BASELINE = ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")  # half PFADSeg's size: faster
 # 6 steps, a checkpoint at 2 and 4, a logged point at each step.
 RUN = (*BASELINE, "train.student.iterations=6", "train.checkpoint_every=2", "train.log_every=1")
 LIVE = Path("dvclive/bottle/seed0/student")
 CURVE = LIVE / "plots/metrics/student/loss.tsv"
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., Config]) -> Path:
-    monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(*OFFLINE)
-    acquire_images(cfg, Layout(), progress=False)
-    acquire_textures(cfg, Layout(), progress=False)
-    run_bank(cfg, Layout(), progress=False)
-    return tmp_path
 
 
 def _model() -> Path:

@@ -16,9 +16,8 @@ from pfadseg.arch.destseg import SEG_FILE, STUDENT_FILE
 from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire import acquire_images
 from pfadseg.pipeline.adps import TRAIN_ADPS
-from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.calibrate import CALIBRATE
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.entry import StageDef
@@ -31,17 +30,6 @@ from pfadseg.train.loop import NonFiniteLossError
 RANDOM_TEACHER = "model.teacher_weights=random"
 # The plain DeSTSeg networks are half the size of PFADSeg's: loop semantics are tested on them, for speed.
 BASELINE = ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_config: Callable[..., Config]) -> Path:
-    """A project directory with the tiny offline dataset, textures and bank, as the DVC stages leave it."""
-    monkeypatch.chdir(tmp_path)
-    cfg = tiny_config("data.source=synthetic", "data.textures=procedural", RANDOM_TEACHER)
-    acquire_images(cfg, Layout(), progress=False)
-    acquire_textures(cfg, Layout(), progress=False)
-    run_bank(cfg, Layout(), progress=False)
-    return tmp_path
 
 
 def _cfg(tiny_config: Callable[..., Config], *overrides: str) -> Config:
