@@ -295,6 +295,7 @@ class TrainConfig:
     channels_last: bool
     accelerator_path_on_cpu: bool
     compile: bool
+    cuda_graphs: bool
     checkpoint_every: int = num(1)
     log_every: int = num(1)
     augment: AugmentConfig
@@ -482,6 +483,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.adps.backbone": "resnet18",
     "train.accelerator_path_on_cpu": False,
     "data.archive_limits": {"max_extracted_gib": 1.0e9, "max_ratio": 1.0e9},  # older versions extracted unbounded
+    "train.cuda_graphs": False,
 }
 
 

@@ -123,6 +123,17 @@ def prepare_module(module: nn.Module, device: torch.device, cfg: TrainConfig) ->
     return module
 
 
+def cast_frozen_for_amp(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
+    """A frozen network's conv and linear weights in bf16 once, where bf16 autocast would cast them at every call
+    (its cache keeps only casts of weights that require grad): the values autocast computes, without the per-step
+    copies. For networks that only ever run under autocast (the training stages' frozen teacher and student)."""
+    if amp_enabled(device, cfg):
+        for layer in module.modules():
+            if isinstance(layer, nn.Conv2d | nn.Linear) and not any(p.requires_grad for p in layer.parameters()):
+                layer.to(torch.bfloat16)
+    return module
+
+
 def maybe_compile(module: nn.Module, cfg: TrainConfig) -> nn.Module:
     """``torch.compile`` the module when ``train.compile`` (the returned wrapper shares its parameters)."""
     return torch.compile(module) if cfg.compile else module  # type: ignore[return-value]

@@ -27,7 +27,7 @@ SWITCHES = ("model.use_aff", "model.use_pcar", "model.use_rcm")
 # every student from DVC's run cache.
 _BLOCK_PARAMS = ("model.use_aff", "model.use_pcar", "model.aff", "model.spr", "model.pcar", "model.decoder_upsample")
 _TRAIN_COMMON = (*MODEL_COMMON_PARAMS, *_BLOCK_PARAMS, *BANK_PARAMS, "bank.opacity_min", "bank.opacity_max",
-                 "train.compile", "train.checkpoint_every", "train.log_every", "train.augment")
+                 "train.compile", "train.cuda_graphs", "train.checkpoint_every", "train.log_every", "train.augment")
 
 
 class DeSTSegFamily(Architecture):

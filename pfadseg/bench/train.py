@@ -15,11 +15,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
-from pfadseg.device import amp_enabled, autocast, configure_backends, maybe_compile, prepare_module, resolve_device
+from pfadseg.device import (
+    amp_enabled,
+    autocast,
+    cast_frozen_for_amp,
+    configure_backends,
+    maybe_compile,
+    prepare_module,
+    resolve_device,
+)
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
 from pfadseg.synth.composer import make_composer
+from pfadseg.train.loop import WARMUP_STEPS
 from pfadseg.train.seg import seg_optimizer, seg_step_fn
 from pfadseg.train.student import student_optimizer, student_step_fn
 
@@ -56,7 +65,8 @@ def ops_per_step(step: Any, index: int = 1) -> int:
 
 
 def _time_steps(step: Any, iterations: int, device: torch.device) -> float:
-    step(0)  # warm-up (cuDNN autotuning, allocator)
+    for i in range(WARMUP_STEPS + 1):  # warm-up (cuDNN autotuning, allocator) and, with CUDA graphs, the capture
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -77,7 +87,8 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                  f"data.procedural_textures.image_size={image_size}")
     images = numpy_rng(base.seed, "bench").integers(0, 256, (32, image_size, image_size, 3), dtype=np.uint8)
     results: dict[str, Any] = {"device": str(dev), "image_size": image_size, "batch_size": batch_size,
-                               "bf16": amp_enabled(dev, base.train), "compile": base.train.compile}
+                               "bf16": amp_enabled(dev, base.train), "compile": base.train.compile,
+                               "cuda_graphs": base.train.cuda_graphs and dev.type == "cuda"}
     with tempfile.TemporaryDirectory() as tmp:
         textures = Path(tmp) / "textures"
         make_procedural_textures(textures, base.data.procedural_textures)
@@ -87,20 +98,22 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                          f"model.use_rcm={str(rcm).lower()}")
             bank = AnomalyBank.load(Path(tmp) / "bank", vcfg)
             composer = make_composer(vcfg, "bottle", images, bank, dev, torch_generator(0, "bench", device=dev))
-            teacher = DESTSEG.load_teacher(vcfg, dev)
+            teacher = cast_frozen_for_amp(DESTSEG.load_teacher(vcfg, dev), dev, vcfg.train)  # as the stages do
             student = prepare_module(build_student(vcfg.model), dev, vcfg.train)
             segnet = prepare_module(build_segnet(vcfg.model), dev, vcfg.train)
             amp = partial(autocast, dev, amp_enabled(dev, vcfg.train))
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
             student_step = student_step_fn(teacher, maybe_compile(student, vcfg.train),
-                                           student_optimizer(student, scfg), composer, scfg, amp)
+                                           student_optimizer(student, scfg), composer, scfg, amp,
+                                           cuda_graph=vcfg.train.cuda_graphs)
             # aten ops are counted on the CPU only: on CUDA, autograd runs the backward pass on another thread
             student_ops = ops_per_step(student_step) if dev.type == "cpu" else None
             student_rate = _time_steps(student_step, iterations, dev)
             student_mem = _peak_memory_mb(dev)
+            student = cast_frozen_for_amp(student.eval().requires_grad_(False), dev, vcfg.train)  # as train_seg
             seg_step = seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train), seg_optimizer(segnet, gcfg),
-                                   composer, gcfg, amp)
+                                   composer, gcfg, amp, cuda_graph=vcfg.train.cuda_graphs)
             seg_ops = ops_per_step(seg_step) if dev.type == "cpu" else None
             seg_rate = _time_steps(seg_step, iterations, dev)
             results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem, "student_ops": student_ops,
@@ -111,7 +124,7 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
 
 def _print(results: dict[str, Any], cfg: Config) -> None:
     print(f"bench train: device {results['device']}, {results['image_size']} px, batch {results['batch_size']}, "
-          f"bf16 {results['bf16']}, compile {results['compile']}")
+          f"bf16 {results['bf16']}, compile {results['compile']}, CUDA graphs {results['cuda_graphs']}")
     print(f"{'variant':<10} {'student it/s':>13} {'peak MiB':>9} {'ops/step':>9} {'seg it/s':>9} {'peak MiB':>9} "
           f"{'ops/step':>9} {'full category (s)':>18}")
     for name in VARIANTS:

@@ -17,6 +17,14 @@ def _bottleneck(channels: int, hidden: int) -> list[nn.Module]:
     ]
 
 
+class GlobalMean(nn.Module):
+    """``nn.AdaptiveAvgPool2d(1)`` as a mean over H and W (B x C x H x W -> B x C x 1 x 1): one reduction, faster
+    than the adaptive pool on channels_last tensors; no parameters, so state dicts are unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
 class MSCAM(nn.Module):
     """MS-CAM gate M(Z) = sigmoid(local(Z) + global(Z)) in (0, 1), Dai et al. WACV 2021 §3.2."""
 
@@ -27,7 +35,7 @@ class MSCAM(nn.Module):
             raise ValueError(f"MS-CAM: {channels} channels with reduction {reduction} leave no bottleneck")
         self.local_att = nn.Sequential(*_bottleneck(channels, hidden))
         # BN on a 1x1 map normalises over the batch only: train mode needs a batch of 2 or more.
-        self.global_att = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_bottleneck(channels, hidden))
+        self.global_att = nn.Sequential(GlobalMean(), *_bottleneck(channels, hidden))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # B x C x H x W (+ B x C x 1 x 1 broadcast) -> B x C x H x W

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,7 +27,7 @@ class RCA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # B x C x H x W -> B x C x H x W
         local = self.dwconv_hw(x)
-        cross = F.adaptive_avg_pool2d(x, (None, 1)) + F.adaptive_avg_pool2d(x, (1, None))  # B x C x H x W
+        cross = x.mean(3, keepdim=True) + x.mean(2, keepdim=True)  # row and column means: B x C x H x W
         return self.excite(cross) * local
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
 from pfadseg.config import Config
-from pfadseg.device import maybe_compile, prepare_module
+from pfadseg.device import cast_frozen_for_amp, maybe_compile, prepare_module
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
@@ -22,8 +22,9 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
     optimizer = student_optimizer(student, cfg.train.student)
-    step = student_step_fn(session.teacher, maybe_compile(student, cfg.train), optimizer, composer,
-                           cfg.train.student, session.amp())
+    teacher = cast_frozen_for_amp(session.teacher, session.device, cfg.train)
+    step = student_step_fn(teacher, maybe_compile(student, cfg.train), optimizer, composer,
+                           cfg.train.student, session.amp(), cuda_graph=cfg.train.cuda_graphs)
     session.run(modules={"student": student}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.student.iterations, step=step, file=STUDENT_FILE,
                 state_dict=student.state_dict(), divergence_hint=student_divergence_hint(cfg.train.student))
@@ -38,14 +39,16 @@ def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress
     student = prepare_module(student, device, cfg.train).eval()
     for p in student.parameters():
         p.requires_grad_(False)
+    student = cast_frozen_for_amp(student, device, cfg.train)
     with seeded(session.init_seed()):
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, device, generator)
     optimizer = seg_optimizer(segnet, cfg.train.seg)
     layer_scale = getattr(segnet, "rcm_layer_scale", None) if cfg.model.use_rcm else None
-    step = seg_step_fn(session.teacher, student, maybe_compile(segnet, cfg.train), optimizer, composer,
-                       cfg.train.seg, session.amp())
+    teacher = cast_frozen_for_amp(session.teacher, device, cfg.train)
+    step = seg_step_fn(teacher, student, maybe_compile(segnet, cfg.train), optimizer, composer,
+                       cfg.train.seg, session.amp(), cuda_graph=cfg.train.cuda_graphs)
     session.run(modules={"segnet": segnet}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.seg.iterations, step=step, file=SEG_FILE, state_dict=segnet.state_dict(),
                 divergence_hint=seg_divergence_hint(cfg.train.seg),

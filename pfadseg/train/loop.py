@@ -50,21 +50,29 @@ def fingerprint(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (cuDNN autotuning, lazily created state)
+
+
 def make_step(
     optimizer: torch.optim.Optimizer,
     composer: BatchComposer,
     batch_size: int,
     losses: Callable[[Batch], dict[str, torch.Tensor]],
     before: Callable[[int], None] | None = None,
+    cuda_graph: bool = False,
 ) -> Callable[[int], dict[str, torch.Tensor]]:
     """The one step skeleton of every trainer: draw a batch (into the last batch's tensors), compute
     ``losses(batch)`` (``"loss"`` is minimised), take an optimiser step, return the detached losses.
 
-    ``before(step)`` runs first (e.g. a learning-rate schedule).
+    ``before(step)`` runs first (e.g. a learning-rate schedule). ``cuda_graph`` (``train.cuda_graphs``, CUDA only):
+    after :data:`WARMUP_STEPS` eager steps on a side stream, the whole step (batch composition, forward, losses,
+    backward, optimiser step) is captured once as a CUDA graph and replayed for every later step, with the
+    composer's generator registered so that its random draws continue exactly as in eager mode. The returned
+    losses are then the graph's static outputs, overwritten by the next replay.
     """
     batch: Batch | None = None  # the last batch: the next one is written into its tensors
 
-    def step(index: int) -> dict[str, torch.Tensor]:
+    def eager(index: int) -> dict[str, torch.Tensor]:
         nonlocal batch
         if before is not None:
             before(index)
@@ -75,7 +83,41 @@ def make_step(
         optimizer.step()
         return {k: v.detach() for k, v in values.items()}
 
-    return step
+    if not cuda_graph:
+        return eager
+    if composer.device.type != "cuda" or before is not None:
+        why = "it needs CUDA" if composer.device.type != "cuda" else "this step has a schedule that changes per step"
+        log.info("train.cuda_graphs: eager steps (%s)", why)
+        return eager
+
+    graph: torch.cuda.CUDAGraph | None = None
+    outputs: dict[str, torch.Tensor] = {}
+    eager_steps = 0
+    side = torch.cuda.Stream(composer.device)
+
+    def graphed(index: int) -> dict[str, torch.Tensor]:
+        nonlocal batch, graph, outputs, eager_steps
+        if graph is None and eager_steps < WARMUP_STEPS:  # on a side stream, as capture requires
+            eager_steps += 1
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                values = eager(index)
+            torch.cuda.current_stream().wait_stream(side)
+            return values
+        if graph is None:
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(composer.generator)
+            optimizer.zero_grad(set_to_none=True)  # backward then writes the gradients into the graph's own tensors
+            with torch.cuda.graph(graph):
+                batch = composer.sample(batch_size, reuse=batch)
+                values = losses(batch)
+                values["loss"].backward()
+                optimizer.step()
+                outputs = {k: v.detach() for k, v in values.items()}
+        graph.replay()  # capture ran nothing: the first replay is this step
+        return outputs
+
+    return graphed
 
 
 @dataclass

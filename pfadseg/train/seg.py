@@ -20,7 +20,7 @@ from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 def seg_optimizer(segnet: SegNet, cfg: SegTrainConfig) -> torch.optim.Optimizer:
     """SGD with two groups: residual blocks at lr_res, the head (ASPP or RCM and the classifier) at lr_head."""
     return torch.optim.SGD(segnet.param_groups(cfg.lr_res, cfg.lr_head), lr=cfg.lr_head, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, foreach=True)  # one multi-tensor update, as on CUDA
 
 
 def seg_divergence_hint(cfg: SegTrainConfig) -> str:
@@ -37,6 +37,7 @@ def seg_step_fn(
     composer: BatchComposer,
     cfg: SegTrainConfig,
     amp: Callable[[], contextlib.AbstractContextManager[Any]],
+    cuda_graph: bool = False,
 ) -> Callable[[int], dict[str, torch.Tensor]]:
     """One step: both frozen networks see the synthetic image; the seg net learns its mask at 1/4 size.
 
@@ -56,4 +57,4 @@ def seg_step_fn(
         l1 = l1_loss(probs, target)
         return {"loss": cfg.focal_weight * focal + cfg.l1_weight * l1, "focal": focal, "l1": l1}
 
-    return make_step(optimizer, composer, cfg.batch_size, losses)
+    return make_step(optimizer, composer, cfg.batch_size, losses, cuda_graph=cuda_graph)
