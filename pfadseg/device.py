@@ -98,14 +98,14 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _accelerated(device: torch.device, cfg: TrainConfig) -> bool:
+def accelerator_path(device: torch.device, cfg: TrainConfig) -> bool:
     """Whether the accelerator code path runs: on CUDA, or on the CPU with ``train.accelerator_path_on_cpu``."""
     return device.type == "cuda" or cfg.accelerator_path_on_cpu
 
 
 def amp_enabled(device: torch.device, cfg: TrainConfig) -> bool:
     """bf16 autocast on ``device``: ``train.amp`` on the accelerator path, never otherwise."""
-    return cfg.amp and _accelerated(device, cfg)
+    return cfg.amp and accelerator_path(device, cfg)
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
@@ -118,7 +118,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 def prepare_module(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
     """Move to ``device``; channels_last when ``train.channels_last`` on the accelerator path."""
     module = module.to(device)
-    if cfg.channels_last and _accelerated(device, cfg):
+    if cfg.channels_last and accelerator_path(device, cfg):
         module = module.to(memory_format=torch.channels_last)
     return module
 

@@ -16,6 +16,7 @@ from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
 from pfadseg.device import (
+    accelerator_path,
     amp_enabled,
     autocast,
     cast_frozen_for_amp,
@@ -104,16 +105,17 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
             amp = partial(autocast, dev, amp_enabled(dev, vcfg.train))
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
+            foreach, graphs = accelerator_path(dev, vcfg.train), vcfg.train.cuda_graphs  # as the stages choose
             student_step = student_step_fn(teacher, maybe_compile(student, vcfg.train),
-                                           student_optimizer(student, scfg), composer, scfg, amp,
-                                           cuda_graph=vcfg.train.cuda_graphs)
+                                           student_optimizer(student, scfg, foreach), composer, scfg, amp,
+                                           cuda_graph=graphs)
             # aten ops are counted on the CPU only: on CUDA, autograd runs the backward pass on another thread
             student_ops = ops_per_step(student_step) if dev.type == "cpu" else None
             student_rate = _time_steps(student_step, iterations, dev)
             student_mem = _peak_memory_mb(dev)
             student = cast_frozen_for_amp(student.eval().requires_grad_(False), dev, vcfg.train)  # as train_seg
-            seg_step = seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train), seg_optimizer(segnet, gcfg),
-                                   composer, gcfg, amp, cuda_graph=vcfg.train.cuda_graphs)
+            seg_step = seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train),
+                                   seg_optimizer(segnet, gcfg, foreach), composer, gcfg, amp, cuda_graph=graphs)
             seg_ops = ops_per_step(seg_step) if dev.type == "cpu" else None
             seg_rate = _time_steps(seg_step, iterations, dev)
             results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem, "student_ops": student_ops,

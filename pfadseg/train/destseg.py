@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
 from pfadseg.config import Config
-from pfadseg.device import cast_frozen_for_amp, maybe_compile, prepare_module
+from pfadseg.device import accelerator_path, cast_frozen_for_amp, maybe_compile, prepare_module
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
@@ -21,7 +21,7 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
         student = prepare_module(build_student(cfg.model), session.device, cfg.train)
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
-    optimizer = student_optimizer(student, cfg.train.student)
+    optimizer = student_optimizer(student, cfg.train.student, accelerator_path(session.device, cfg.train))
     teacher = cast_frozen_for_amp(session.teacher, session.device, cfg.train)
     step = student_step_fn(teacher, maybe_compile(student, cfg.train), optimizer, composer,
                            cfg.train.student, session.amp(), cuda_graph=cfg.train.cuda_graphs)
@@ -44,7 +44,7 @@ def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, device, generator)
-    optimizer = seg_optimizer(segnet, cfg.train.seg)
+    optimizer = seg_optimizer(segnet, cfg.train.seg, accelerator_path(device, cfg.train))
     layer_scale = getattr(segnet, "rcm_layer_scale", None) if cfg.model.use_rcm else None
     teacher = cast_frozen_for_amp(session.teacher, device, cfg.train)
     step = seg_step_fn(teacher, student, maybe_compile(segnet, cfg.train), optimizer, composer,

@@ -17,10 +17,11 @@ from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 
 
-def seg_optimizer(segnet: SegNet, cfg: SegTrainConfig) -> torch.optim.Optimizer:
-    """SGD with two groups: residual blocks at lr_res, the head (ASPP or RCM and the classifier) at lr_head."""
+def seg_optimizer(segnet: SegNet, cfg: SegTrainConfig, foreach: bool = False) -> torch.optim.Optimizer:
+    """SGD with two groups: residual blocks at lr_res, the head (ASPP or RCM and the classifier) at lr_head;
+    ``foreach`` as :func:`pfadseg.train.student.student_optimizer`."""
     return torch.optim.SGD(segnet.param_groups(cfg.lr_res, cfg.lr_head), lr=cfg.lr_head, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, foreach=True)  # one multi-tensor update, as on CUDA
+                           weight_decay=cfg.weight_decay, foreach=foreach or None)
 
 
 def seg_divergence_hint(cfg: SegTrainConfig) -> str:

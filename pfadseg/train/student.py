@@ -15,11 +15,12 @@ from pfadseg.train.loop import make_step
 from pfadseg.train.losses import cosine_distillation_loss
 
 
-def student_optimizer(student: nn.Module, cfg: StudentTrainConfig) -> torch.optim.Optimizer:
-    """SGD over all student parameters (encoder included), as the reference code; one multi-tensor (foreach) update
-    on every device, as CUDA takes by default."""
+def student_optimizer(student: nn.Module, cfg: StudentTrainConfig, foreach: bool = False) -> torch.optim.Optimizer:
+    """SGD over all student parameters (encoder included), as the reference code. ``foreach``: one multi-tensor
+    update (the accelerator path: CUDA's default, and as fast there); else PyTorch's default for the device (on the
+    CPU a loop over the tensors, twice as fast there and the same values)."""
     return torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           foreach=True)
+                           foreach=foreach or None)
 
 
 def student_divergence_hint(cfg: StudentTrainConfig) -> str:
