@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.config import StudentTrainConfig
+from pfadseg.config import STUDENT_SAFE_BATCH, StudentTrainConfig
 from pfadseg.synth.composer import Batch, BatchComposer
 from pfadseg.train.loop import make_step
 from pfadseg.train.losses import cosine_distillation_loss
@@ -24,10 +24,12 @@ def student_optimizer(student: nn.Module, cfg: StudentTrainConfig, foreach: bool
 
 
 def student_divergence_hint(cfg: StudentTrainConfig) -> str:
-    """The likely cause of a diverged student (PFADSeg's lr 0.5 with ``loss_reduction: sum`` needs a batch of 4+)."""
+    """The likely cause of a diverged student (PFADSeg's lr 0.5 with ``loss_reduction: sum`` needs a batch of
+    :data:`pfadseg.config.STUDENT_SAFE_BATCH` or more)."""
     return (f"train.student.batch_size {cfg.batch_size} at lr {cfg.lr:g} with loss_reduction: {cfg.loss_reduction} "
-            "(with sum at the protocol's lr 0.5, batches under 4 diverge); use a batch of 4 or more, a lower "
-            "train.student.lr, or train.student.loss_reduction: mean")
+            f"(with sum at the protocol's lr 0.5, PFADSeg's student diverges at batches under {STUDENT_SAFE_BATCH}); "
+            f"use a batch of {STUDENT_SAFE_BATCH} or more, a lower train.student.lr, or "
+            "train.student.loss_reduction: mean")
 
 
 def student_step_fn(

@@ -174,7 +174,7 @@ def test_batch_2_diverges_and_stops_with_the_likely_cause(
     expected = (r"^student: training diverged by step 2: largest \|weight\| \S+ \(limit 1e\+05\), largest BatchNorm "
                 r"running variance \S+ \(limit 1e\+14\); .*no checkpoint had been written yet\. Likely cause: "
                 r"train\.student\.batch_size 2 at lr 0\.5 with loss_reduction: sum \(with sum at the protocol's lr "
-                r"0\.5, batches under 4 diverge\).*train\.student\.loss_reduction: mean")
+                r"0\.5, PFADSeg's student diverges at batches under 3\).*train\.student\.loss_reduction: mean")
     with pytest.raises(DivergenceError, match=expected) as err:
         TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
     weight = float(re.search(r"\|weight\| (\S+)", str(err.value)).group(1))  # type: ignore[union-attr]
