@@ -2,7 +2,7 @@
 
 Threshold-free metrics (AUROC, AP, AUPRO) need no threshold, but ``pfadseg predict`` must say "anomalous" or
 not and draw a binary mask. MVTec AD has no anomalous validation split, and fitting on the test set would leak
-(metrics-and-dvc.md §10: anomalib fits on validation = test by default, or flags everything when the
+(anomalib fits on its validation split, which defaults to the test set, or flags everything when the
 validation set has no anomalies). Here the thresholds come from the seg stage's own anomaly synthesis: a
 :class:`~pfadseg.synth.composer.BatchComposer` driven by its OWN seeded generator (not the training stream),
 so the anomalies are fresh draws (bank mask x flip/rotation x offset x texture x opacity x image) the model

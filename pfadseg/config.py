@@ -187,7 +187,7 @@ Backbone = Literal["resnet18", "wide_resnet50_2"]  # torchvision ResNets a teach
 
 @dataclass(frozen=True)
 class ADPSConfig:
-    """ADPS (adps-method.md): every field is a detail the paper leaves open except ``k``."""
+    """ADPS (Xing et al., TNNLS 2024, Sec. III): every field is a detail the paper leaves open except ``k``."""
 
     backbone: Backbone
     k: int = num(1, 64)

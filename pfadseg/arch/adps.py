@@ -1,5 +1,5 @@
 """ADPS (Xing et al., TNNLS 2024): patch student, Weight Mask Block and post-segmentation module, trained jointly
-in one stage (adps-method.md 4-5); image score: max of the Gaussian-smoothed map (Algorithm 1)."""
+in one stage (Xing et al. Sec. III, Eq. 9); image score: max of the Gaussian-smoothed map (Algorithm 1)."""
 
 from __future__ import annotations
 
