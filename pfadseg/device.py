@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import torch
 from torch import nn
 
 from pfadseg.config import TrainConfig
+from pfadseg.models.fold import fold_batchnorm
 
 log = logging.getLogger(__name__)
+AMP_DTYPE = torch.bfloat16  # what autocast computes convs and matmuls in on the accelerator path
 LOCK_DIR_ENV = "PFADSEG_GPU_LOCK_DIR"  # where the per-GPU lock files live (default: the system temp folder)
 _claimed: dict[str, Any] = {}  # this process's claimed device and its open lock file (released at exit)
 
@@ -108,32 +111,46 @@ def amp_enabled(device: torch.device, cfg: TrainConfig) -> bool:
     return cfg.amp and accelerator_path(device, cfg)
 
 
+def amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
+    """The dtype autocast casts conv and linear layers to on ``device`` (bf16), or ``None`` without AMP."""
+    return AMP_DTYPE if amp_enabled(device, cfg) else None
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on ``device`` when ``enabled`` (see :func:`amp_enabled`); fp32 otherwise."""
     if enabled:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=AMP_DTYPE)
     return contextlib.nullcontext()
 
 
 def prepare_module(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
-    """Move to ``device``; channels_last when ``train.channels_last`` on the accelerator path."""
+    """Move to ``device``; on the accelerator path channels_last (``train.channels_last``), and every layer with a
+    ``fewer_kernels`` form (the same function in fewer, larger kernels, equal to rounding) switched to it."""
     module = module.to(device)
-    if cfg.channels_last and accelerator_path(device, cfg):
-        module = module.to(memory_format=torch.channels_last)
+    if accelerator_path(device, cfg):
+        if cfg.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        for layer in module.modules():
+            if hasattr(layer, "fewer_kernels"):
+                layer.fewer_kernels = True
     return module
 
 
-def cast_frozen_for_amp(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
-    """A frozen network's conv and linear weights in bf16 once, where bf16 autocast would cast them at every call
-    (its cache keeps only casts of weights that require grad): the values autocast computes, without the per-step
-    copies. For networks that only ever run under autocast (the training stages' frozen teacher and student)."""
+def prepare_frozen(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
+    """A frozen network in eval mode that only ever runs in the training stages: on the accelerator path its
+    BatchNorms folded into their convs (:func:`pfadseg.models.fold.fold_batchnorm`, equal to rounding), then with
+    AMP its conv and linear weights in bf16 once, where autocast would cast them at every call (its cache keeps only
+    casts of weights that require grad): the values autocast computes, without the per-step copies."""
+    if not accelerator_path(device, cfg):
+        return module
+    fold_batchnorm(module)
     if amp_enabled(device, cfg):
         for layer in module.modules():
             if isinstance(layer, nn.Conv2d | nn.Linear) and not any(p.requires_grad for p in layer.parameters()):
-                layer.to(torch.bfloat16)
+                layer.to(AMP_DTYPE)
     return module
 
 
-def maybe_compile(module: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """``torch.compile`` the module when ``train.compile`` (the returned wrapper shares its parameters)."""
-    return torch.compile(module) if cfg.compile else module  # type: ignore[return-value]
+def maybe_compile(forward: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
+    """``torch.compile(forward)`` when ``enabled`` (``train.compile``; a module's wrapper shares its parameters)."""
+    return torch.compile(forward) if enabled else forward

@@ -1,4 +1,5 @@
-"""The device helpers: frozen networks cast to bf16 once give the values autocast computes at every call."""
+"""The device helpers: frozen networks on the accelerator path, BN folded and cast to bf16 once, give the values
+autocast computes at every call (to rounding where BN is folded); off the accelerator path nothing changes."""
 
 from __future__ import annotations
 
@@ -6,31 +7,51 @@ import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.device import autocast, cast_frozen_for_amp
+from pfadseg.device import autocast, prepare_frozen
+
+CPU = torch.device("cpu")
 
 
-def _frozen_net() -> nn.Module:
+def _frozen_net(batchnorm: bool = True) -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8) if batchnorm else nn.Identity(), nn.ReLU(),
+              nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)]
+    net = nn.Sequential(*layers).eval()
+    for bn in net.modules():  # statistics of their own, so that folding has something to fold
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            nn.init.uniform_(bn.weight, 0.5, 1.5)
     return net.requires_grad_(False)
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
 def test_a_frozen_network_cast_once_gives_autocasts_values(make_config) -> None:
     cfg: Config = make_config("train.accelerator_path_on_cpu=true", "train.amp=true")
-    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    reference = _frozen_net()
-    cast = cast_frozen_for_amp(_frozen_net(), torch.device("cpu"), cfg.train)
+    reference = _frozen_net(batchnorm=False)
+    cast = prepare_frozen(_frozen_net(batchnorm=False), CPU, cfg.train)
     assert cast[0].weight.dtype == torch.bfloat16 and cast[6].weight.dtype == torch.bfloat16
-    assert cast[1].weight.dtype == torch.float32, "BatchNorm keeps its float32 parameters"
-    with autocast(torch.device("cpu"), True):
-        assert torch.equal(cast(images), reference(images))
+    with autocast(CPU, True):
+        assert torch.equal(cast(_images()), reference(_images()))
 
 
-def test_nothing_is_cast_without_amp_or_for_trained_layers(make_config) -> None:
-    fp32 = cast_frozen_for_amp(_frozen_net(), torch.device("cpu"), make_config().train)
-    assert all(p.dtype == torch.float32 for p in fp32.parameters())
-    trained = _frozen_net().requires_grad_(True)
+def test_batchnorm_folds_into_its_conv_on_the_accelerator_path(make_config) -> None:
+    cfg: Config = make_config("train.accelerator_path_on_cpu=true", "train.amp=false")
+    reference = _frozen_net()
+    folded = prepare_frozen(_frozen_net(), CPU, cfg.train)
+    assert isinstance(folded[1], nn.Identity) and folded[0].bias is not None
+    assert not any(p.requires_grad for p in folded.parameters())
+    torch.testing.assert_close(folded(_images()), reference(_images()), rtol=1e-5, atol=1e-5)
+
+
+def test_nothing_changes_off_the_accelerator_path_or_for_trained_layers(make_config) -> None:
+    plain = prepare_frozen(_frozen_net(), CPU, make_config("train.amp=true").train)
+    assert isinstance(plain[1], nn.BatchNorm2d) and all(p.dtype == torch.float32 for p in plain.parameters())
+    assert torch.equal(plain(_images()), _frozen_net()(_images()))
+    trained = _frozen_net(batchnorm=False).requires_grad_(True)
     cfg = make_config("train.accelerator_path_on_cpu=true", "train.amp=true")
-    kept = cast_frozen_for_amp(trained, torch.device("cpu"), cfg.train)
+    kept = prepare_frozen(trained, CPU, cfg.train)
     assert all(p.dtype == torch.float32 for p in kept.parameters())

@@ -17,11 +17,11 @@ from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
 from pfadseg.device import (
     accelerator_path,
+    amp_dtype,
     amp_enabled,
     autocast,
-    cast_frozen_for_amp,
     configure_backends,
-    maybe_compile,
+    prepare_frozen,
     prepare_module,
     resolve_device,
 )
@@ -30,7 +30,8 @@ from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
 from pfadseg.synth.composer import make_composer
 from pfadseg.train.loop import WARMUP_STEPS
-from pfadseg.train.seg import seg_optimizer, seg_step_fn
+from pfadseg.train.seg import seg_optimizer, seg_step_fn, stack_segnet
+from pfadseg.train.stacked import StackedParameters
 from pfadseg.train.student import student_optimizer, student_step_fn
 
 VARIANTS = {"destseg": (False, False, False), "pfadseg": (True, True, True)}
@@ -99,23 +100,25 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                          f"model.use_rcm={str(rcm).lower()}")
             bank = AnomalyBank.load(Path(tmp) / "bank", vcfg)
             composer = make_composer(vcfg, "bottle", images, bank, dev, torch_generator(0, "bench", device=dev))
-            teacher = cast_frozen_for_amp(DESTSEG.load_teacher(vcfg, dev), dev, vcfg.train)  # as the stages do
+            teacher = prepare_frozen(DESTSEG.load_teacher(vcfg, dev), dev, vcfg.train)  # as the stages do
             student = prepare_module(build_student(vcfg.model), dev, vcfg.train)
             segnet = prepare_module(build_segnet(vcfg.model), dev, vcfg.train)
+            cast, compiled = amp_dtype(dev, vcfg.train), vcfg.train.compile
             amp = partial(autocast, dev, amp_enabled(dev, vcfg.train))
             scfg = _with(vcfg, f"train.student.batch_size={batch_size}").train.student
             gcfg = _with(vcfg, f"train.seg.batch_size={batch_size}").train.seg
             foreach, graphs = accelerator_path(dev, vcfg.train), vcfg.train.cuda_graphs  # as the stages choose
-            student_step = student_step_fn(teacher, maybe_compile(student, vcfg.train),
-                                           student_optimizer(student, scfg, foreach), composer, scfg, amp,
-                                           cuda_graph=graphs)
+            trained = StackedParameters(student, cast=cast)
+            student_step = student_step_fn(teacher, trained, student_optimizer(trained, scfg, foreach), composer,
+                                           scfg, amp, compiled=compiled, cuda_graph=graphs)
             # aten ops are counted on the CPU only: on CUDA, autograd runs the backward pass on another thread
             student_ops = ops_per_step(student_step) if dev.type == "cpu" else None
             student_rate = _time_steps(student_step, iterations, dev)
             student_mem = _peak_memory_mb(dev)
-            student = cast_frozen_for_amp(student.eval().requires_grad_(False), dev, vcfg.train)  # as train_seg
-            seg_step = seg_step_fn(teacher, student, maybe_compile(segnet, vcfg.train),
-                                   seg_optimizer(segnet, gcfg, foreach), composer, gcfg, amp, cuda_graph=graphs)
+            student = prepare_frozen(student.eval().requires_grad_(False), dev, vcfg.train)  # as train_seg
+            trained = stack_segnet(segnet, gcfg, cast)
+            seg_step = seg_step_fn(teacher, student, trained, seg_optimizer(trained, gcfg, foreach), composer, gcfg,
+                                   amp, compiled=compiled, cuda_graph=graphs)
             seg_ops = ops_per_step(seg_step) if dev.type == "cpu" else None
             seg_rate = _time_steps(seg_step, iterations, dev)
             results[name] = {"student_it_s": student_rate, "student_peak_mb": student_mem, "student_ops": student_ops,

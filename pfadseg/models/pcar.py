@@ -25,7 +25,13 @@ class PCAR(nn.Module):
 
     ``softmax="branch"`` (variant A): out = sum_i softmax_i(w)_c * F_i, a per-channel convex combination.
     ``softmax="pixel"`` (variant D): G_i = F_i * w_i, out = sum_i softmax_i(G) * G_i, per pixel and channel.
+
+    ``fewer_kernels`` (set on the accelerator path by :func:`pfadseg.device.prepare_module`): a shared SPR weighs
+    the three branches in one call on a 3B batch, a third of the kernels; the same function, its weight gradients
+    summed in another order (equal to rounding).
     """
+
+    fewer_kernels = False
 
     def __init__(self, channels: int, *, branches: Branches = "dilated", shared_spr: bool = True,
                  softmax: Softmax = "branch", spr_reduction: int = 16) -> None:
@@ -44,10 +50,16 @@ class PCAR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # B x C x H x W -> B x C x H x W
-        feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # B x 3 x C x H x W
-        sprs = list(self.sprs) * (3 // len(self.sprs))
-        w = torch.stack([spr(feats[:, i]) for i, spr in enumerate(sprs)], dim=1)  # B x 3 x C x 1 x 1
+        if self.fewer_kernels and len(self.sprs) == 1:  # branch-major, so the 3B batch is a view
+            feats = torch.stack([branch(x) for branch in self.branches])  # 3 x B x C x H x W
+            w = self.sprs[0](feats.flatten(0, 1)).unflatten(0, feats.shape[:2])  # 3 x B x C x 1 x 1
+            dim = 0
+        else:
+            feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # B x 3 x C x H x W
+            sprs = list(self.sprs) * (3 // len(self.sprs))
+            w = torch.stack([spr(feats[:, i]) for i, spr in enumerate(sprs)], dim=1)  # B x 3 x C x 1 x 1
+            dim = 1
         if self.softmax == "branch":
-            return (feats * w.softmax(dim=1)).sum(dim=1)
-        recal = feats * w  # B x 3 x C x H x W
-        return (recal * recal.softmax(dim=1)).sum(dim=1)
+            return (feats * w.softmax(dim=dim)).sum(dim=dim)
+        recal = feats * w
+        return (recal * recal.softmax(dim=dim)).sum(dim=dim)

@@ -80,7 +80,8 @@ def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progres
     composer = make(cfg, category, session.images, session.bank, session.device, generator)
     iterations, per_epoch = adps_iterations(len(session.images), cfg.train.adps)
     optimizer = adps_optimizer(net, cfg.train.adps)
-    step = adps_step_fn(maybe_compile(net, cfg.train), optimizer, composer, cfg.train.adps, per_epoch, session.amp())
+    step = adps_step_fn(maybe_compile(net, cfg.train.compile), optimizer, composer, cfg.train.adps, per_epoch,
+                        session.amp())
     trainable = {k: v for k, v in net.state_dict().items() if not k.startswith("teacher.")}
     session.run(modules={"student": net.student, "psm": net.psm}, optimizer=optimizer, generator=generator,
                 iterations=iterations, step=step, file=ADPS_FILE, state_dict=trainable,

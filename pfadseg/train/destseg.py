@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
 from pfadseg.config import Config
-from pfadseg.device import accelerator_path, cast_frozen_for_amp, maybe_compile, prepare_module
+from pfadseg.device import accelerator_path, amp_dtype, prepare_frozen, prepare_module
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
 from pfadseg.synth.composer import make_composer
-from pfadseg.train.seg import seg_divergence_hint, seg_optimizer, seg_step_fn
+from pfadseg.train.seg import seg_divergence_hint, seg_optimizer, seg_step_fn, stack_segnet
 from pfadseg.train.session import TrainingSession
+from pfadseg.train.stacked import StackedParameters
 from pfadseg.train.student import student_divergence_hint, student_optimizer, student_step_fn
 
 
@@ -19,12 +20,13 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     session = TrainingSession(DESTSEG, "train_student", cfg, layout, category, seed, progress)
     with seeded(session.init_seed()):
         student = prepare_module(build_student(cfg.model), session.device, cfg.train)
+    trained = StackedParameters(student, cast=amp_dtype(session.device, cfg.train))
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
-    optimizer = student_optimizer(student, cfg.train.student, accelerator_path(session.device, cfg.train))
-    teacher = cast_frozen_for_amp(session.teacher, session.device, cfg.train)
-    step = student_step_fn(teacher, maybe_compile(student, cfg.train), optimizer, composer,
-                           cfg.train.student, session.amp(), cuda_graph=cfg.train.cuda_graphs)
+    optimizer = student_optimizer(trained, cfg.train.student, accelerator_path(session.device, cfg.train))
+    teacher = prepare_frozen(session.teacher, session.device, cfg.train)
+    step = student_step_fn(teacher, trained, optimizer, composer, cfg.train.student, session.amp(),
+                           compiled=cfg.train.compile, cuda_graph=cfg.train.cuda_graphs)
     session.run(modules={"student": student}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.student.iterations, step=step, file=STUDENT_FILE,
                 state_dict=student.state_dict(), divergence_hint=student_divergence_hint(cfg.train.student))
@@ -39,16 +41,17 @@ def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress
     student = prepare_module(student, device, cfg.train).eval()
     for p in student.parameters():
         p.requires_grad_(False)
-    student = cast_frozen_for_amp(student, device, cfg.train)
+    student = prepare_frozen(student, device, cfg.train)
     with seeded(session.init_seed()):
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
+    trained = stack_segnet(segnet, cfg.train.seg, amp_dtype(device, cfg.train))
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, device, generator)
-    optimizer = seg_optimizer(segnet, cfg.train.seg, accelerator_path(device, cfg.train))
+    optimizer = seg_optimizer(trained, cfg.train.seg, accelerator_path(device, cfg.train))
     layer_scale = getattr(segnet, "rcm_layer_scale", None) if cfg.model.use_rcm else None
-    teacher = cast_frozen_for_amp(session.teacher, device, cfg.train)
-    step = seg_step_fn(teacher, student, maybe_compile(segnet, cfg.train), optimizer, composer,
-                       cfg.train.seg, session.amp(), cuda_graph=cfg.train.cuda_graphs)
+    teacher = prepare_frozen(session.teacher, device, cfg.train)
+    step = seg_step_fn(teacher, student, trained, optimizer, composer, cfg.train.seg, session.amp(),
+                       compiled=cfg.train.compile, cuda_graph=cfg.train.cuda_graphs)
     session.run(modules={"segnet": segnet}, optimizer=optimizer, generator=generator,
                 iterations=cfg.train.seg.iterations, step=step, file=SEG_FILE, state_dict=segnet.state_dict(),
                 divergence_hint=seg_divergence_hint(cfg.train.seg),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "pfadseg.checkpoint/1"
+CHECKPOINT_FORMAT = "pfadseg.checkpoint/2"  # 2: optimiser state over stacked parameters
 # Divergence limits, read at log points and checkpoints. Sound student runs (PFADSeg, random teacher, lr 0.5, sum) peak
 # at 1.9e3 (weights) and 4.7e11 (BN variances) at 64 px, batch 3-16, and at 2.9e2 and 5.2e7 at 256 px, batch 16 (bf16);
 # a batch-2 student at 64 px passes 1e7 (weights) by step 1 on the demo's data, 1e14 (variances) by step 10 on others.
@@ -214,7 +214,7 @@ class TrainLoop:
                ) -> dict[str, float]:
         """Steps ``start`` to ``iterations`` with logs, guards and checkpoints; the mean losses of the last log."""
         device = self.device
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        first_bad = torch.full((), self.iterations, dtype=torch.long, device=device)  # iterations: none yet
         weights = [p for m in self.modules.values() for p in m.parameters()]
         running_vars = [b for m in self.modules.values() for name, b in m.named_buffers()
                         if name.endswith("running_var")]
@@ -225,11 +225,10 @@ class TrainLoop:
                   dynamic_ncols=True) as bar:
             for step in range(start, self.iterations):
                 losses = step_fn(step)
-                total = losses["loss"]
-                bad = ~torch.isfinite(total)
-                first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
-                for key, value in losses.items():
-                    sums[key] = sums.get(key, torch.zeros((), device=device)) + value.detach().float()
+                # three small kernels, no host sync: the first step whose loss is not finite
+                first_bad = torch.where(torch.isfinite(losses["loss"]), first_bad, first_bad.clamp_max(step))
+                for key, value in losses.items():  # the step returns detached losses
+                    sums[key] = sums[key] + value.float() if key in sums else value.float().clone()
                 count += 1
                 done = step + 1
                 log_point = done % self.log_every == 0 or done == self.iterations
@@ -252,7 +251,7 @@ class TrainLoop:
         and BN running variance together; stop on a bad state, else return the sums."""
         bad_step, w, var, *values = torch.stack([t.double() for t in (first_bad, weight, running_var,
                                                                        *sums.values())]).tolist()
-        if bad_step >= 0:
+        if bad_step < self.iterations:
             raise NonFiniteLossError(f"{self.name}: non-finite loss at step {int(bad_step)}; {self._kept()}. Lower "
                                      "the learning rate or check the data, then rerun to resume.")
         if not (w <= WEIGHT_LIMIT and var <= RUNNING_VAR_LIMIT):  # NaN magnitudes count as diverged

@@ -22,10 +22,12 @@ def cosine_distillation_loss(
     The reference code sums over the batch, so its gradient is B times the paper's per-image Eq. 4: with
     SGD this is a B-fold learning-rate difference, hence the named option.
     """
-    total = torch.zeros((), device=student_feats[0].device, dtype=torch.float32)
-    for dist in cosine_distance_maps(student_feats, teacher_feats):  # each B x 1 x h x w
-        per_image = dist.float().mean(dim=(1, 2, 3))
-        total = total + (per_image.sum() if reduction == "sum" else per_image.mean())
+    terms = [per_image.sum() if reduction == "sum" else per_image.mean()
+             for per_image in (dist.float().mean(dim=(1, 2, 3))  # each B x 1 x h x w -> B
+                               for dist in cosine_distance_maps(student_feats, teacher_feats))]
+    total = terms[0]
+    for term in terms[1:]:  # summed from the first level, not from a zero tensor: one op fewer, the same sum
+        total = total + term
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -112,6 +113,29 @@ def test_pcar_output_is_a_convex_combination(softmax: str) -> None:
     if softmax == "pixel":
         feats = feats * torch.stack([pcar.sprs[0](feats[:, i]) for i in range(3)], dim=1)
     assert bool((out >= feats.amin(dim=1) - 1e-5).all()) and bool((out <= feats.amax(dim=1) + 1e-5).all())
+
+
+@pytest.mark.parametrize("softmax", ["branch", "pixel"])
+def test_pcar_fewer_kernels_is_the_same_function_and_gradients(softmax: str) -> None:
+    """The accelerator path's form (one SPR call on the three branches) equals the per-branch form to rounding."""
+    torch.manual_seed(0)
+    reference = PCAR(16, softmax=softmax).train()  # type: ignore[arg-type]
+    batched = copy.deepcopy(reference)
+    batched.fewer_kernels = True
+    outputs = []
+    for pcar in (reference, batched):
+        x = _randn(2, 16, 8, 8, seed=9).requires_grad_(True)
+        out = pcar(x)
+        (out * _randn(2, 16, 8, 8, seed=10)).sum().backward()
+        outputs.append((out, x.grad, [p.grad for p in pcar.parameters()]))
+    (out_a, grad_a, params_a), (out_b, grad_b, params_b) = outputs
+    torch.testing.assert_close(out_b, out_a)
+    torch.testing.assert_close(grad_b, grad_a)
+    for a, b in zip(params_a, params_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    for bn_a, bn_b in zip(reference.modules(), batched.modules(), strict=True):
+        if isinstance(bn_a, nn.BatchNorm2d):
+            torch.testing.assert_close(bn_b.running_var, bn_a.running_var)
 
 
 def test_pcar_branch_convs() -> None:

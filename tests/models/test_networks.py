@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import logging
@@ -19,6 +20,7 @@ from pfadseg.bench.models import bench_models
 from pfadseg.config import Config, ConfigError, ModelConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map, l2_normalize, seg_input
 from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
+from pfadseg.models.fold import fold_batchnorm
 from pfadseg.models.segnet import SegNet
 from pfadseg.models.student import Student
 from pfadseg.models.teacher import Teacher, TeacherWeightsError, imagenet_weights_file, teacher_identity
@@ -339,3 +341,38 @@ def test_bench_models_reports_both_variants(make_config: Callable[..., Config]) 
     assert result["destseg"]["student"] == 24_665_024 and result["pfadseg"]["student"] == 51_703_344
     assert result["pfadseg"]["gflops_total"] > 0 and result["destseg"]["ms_batch_n"] > 0
     assert any(line.startswith("pfadseg / destseg") for line in lines)
+
+
+def _with_running_statistics(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` in eval mode, its BatchNorms holding statistics of their own (as trained networks do)."""
+    generator = torch.Generator().manual_seed(3)
+    for bn in net.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_mean.copy_(torch.rand(bn.num_features, generator=generator) - 0.5)
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("network", ["teacher", "student", "student+aff+pcar"])
+def test_batchnorm_folds_into_real_networks_to_rounding(
+        make_config: Callable[..., Config], teacher: Teacher, network: str) -> None:
+    """What the accelerator path runs for frozen networks (pfadseg.device.prepare_frozen): in fp32 the folded
+    network is as close to the fp64 network as the unfolded one (folding rounds the weights once more)."""
+    on = network != "student"
+    net = copy.deepcopy(teacher) if network == "teacher" else build_student(
+        _model_cfg(make_config, f"model.use_aff={on}", f"model.use_pcar={on}"))
+    net = _with_running_statistics(net)
+    exact = copy.deepcopy(net).double()(_images(64).double())
+    unfolded = net(_images(64))
+    batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    fold_batchnorm(net)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert left < batchnorms // 2, (left, batchnorms)
+    for folded, plain, truth in zip(net(_images(64)), unfolded, exact, strict=True):
+        error = (folded.double() - truth).norm() / truth.norm()
+        assert error < 2 * (plain.double() - truth).norm() / truth.norm() + 1e-7
+
+
+def test_batchnorm_folds_only_in_eval_mode(make_config: Callable[..., Config]) -> None:
+    with pytest.raises(ValueError, match="training mode"):
+        fold_batchnorm(build_student(_model_cfg(make_config)).train())
