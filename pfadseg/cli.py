@@ -202,6 +202,8 @@ def ablate(
     seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2 (-S seeds=[0,1,2]).")] = None,
     jobs: Annotated[int | None, typer.Option(
         help="Run through DVC's queue with N workers (each on a free GPU; CPU threads = cores / N).")] = None,
+    per_gpu: Annotated[int, typer.Option(help="With --jobs: up to K workers share one GPU (small networks leave "
+                                              "a GPU mostly idle; K processes fill it).")] = 1,
     push: Annotated[str | None, typer.Option(help="Then dvc exp push them to this Git remote.")] = None,
     pull: Annotated[str | None, typer.Option(help="First dvc exp pull every experiment from this Git remote.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -215,9 +217,11 @@ def ablate(
     _config(params, overrides)  # a bad value stops here, before DVC touches anything
     if jobs is not None and jobs < 1:
         _fail(ValueError(f"--jobs {jobs}: give at least 1 worker"))
+    if per_gpu < 1:
+        _fail(ValueError(f"--per-gpu {per_gpu}: give at least 1 worker per GPU"))
     try:
         plan = plan_grid(_int_list(rows, "--rows"), adps=adps, extra_overrides=overrides)
-        missing = run_grid(Layout(), plan, run=run, jobs=jobs, push=push, pull=pull)
+        missing = run_grid(Layout(), plan, run=run, jobs=jobs, per_gpu=per_gpu, push=push, pull=pull)
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
     if missing:
@@ -380,15 +384,18 @@ def bench_gpu_check_cmd(
     device: str = "cuda",
     tiny: Annotated[bool, typer.Option(help="Tiny sizes (the CPU twin that CI runs).")] = False,
     compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time torch.compile.")] = True,
+    compile_budget: Annotated[int, typer.Option(help="Seconds the compile phase may take (cut and reported as "
+                                                     "such beyond).")] = 240,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
-    """Composer, both stages (fp32/bf16, compiled or not), inference, one category and the projected protocol time."""
+    """Composer, both stages (fp32/bf16; ops, kernels, MFU), inference, one category through the stage loops,
+    processes per device, torch.compile (bounded) and the projected protocol time."""
     from pfadseg.pipeline.gpu_check import gpu_check
 
     cfg = _config(params, set_)
     try:
-        gpu_check(cfg, device=device, out=out, tiny=tiny, compile_=compile_)
+        gpu_check(cfg, device=device, out=out, tiny=tiny, compile_=compile_, compile_budget_s=compile_budget)
     except (OSError, ValueError, RuntimeError) as exc:
         _fail(exc)
 
@@ -441,14 +448,27 @@ def bench_train_cmd(
     image_size: int = 256,
     iterations: int = 5,
     device: str = "auto",
+    variant: Annotated[list[str] | None, typer.Option(help="destseg or pfadseg (repeatable; default both).")] = None,
+    reference: Annotated[bool, typer.Option(help="Also measure the per-parameter form (train.fewer_kernels "
+                                                 "false) beside the configured one.")] = True,
+    profile: Annotated[bool, typer.Option(help="Also kernels, FLOPs and MFU per step (torch.profiler).")] = False,
+    json_: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
     set_: SetOpt = None,
 ) -> None:
-    """Iterations/s and peak memory of both training stages, baseline vs PFADSeg."""
-    from pfadseg.bench.train import bench_train
+    """Iterations/s, ops per step and peak memory of both training stages, DeSTSeg vs PFADSeg."""
+    from pfadseg.bench.train import VARIANTS, bench_train
 
-    bench_train(_config(params, set_), image_size=image_size, batch_size=batch_size, iterations=iterations,
-                device=device)
+    variants = tuple(variant or VARIANTS)
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        _fail(ValueError(f"--variant {unknown[0]}: use one of {', '.join(VARIANTS)}"))
+    results = bench_train(_config(params, set_), image_size=image_size, batch_size=batch_size,
+                          iterations=iterations, device=device, reference=reference, profile=profile,
+                          variants=variants)
+    if json_ is not None:
+        from pfadseg.fsio import write_json
+
+        write_json(json_, results)
 
 
 if __name__ == "__main__":

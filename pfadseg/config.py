@@ -293,6 +293,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
     channels_last: bool
+    fewer_kernels: bool
     accelerator_path_on_cpu: bool
     compile: bool
     cuda_graphs: bool
@@ -484,6 +485,7 @@ ADDED_KEYS: dict[str, Any] = {
     "train.accelerator_path_on_cpu": False,
     "data.archive_limits": {"max_extracted_gib": 1.0e9, "max_ratio": 1.0e9},  # older versions extracted unbounded
     "train.cuda_graphs": False,
+    "train.fewer_kernels": False,
 }
 
 

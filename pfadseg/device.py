@@ -23,6 +23,7 @@ from pfadseg.models.fold import fold_batchnorm
 log = logging.getLogger(__name__)
 AMP_DTYPE = torch.bfloat16  # what autocast computes convs and matmuls in on the accelerator path
 LOCK_DIR_ENV = "PFADSEG_GPU_LOCK_DIR"  # where the per-GPU lock files live (default: the system temp folder)
+PER_GPU_ENV = "PFADSEG_JOBS_PER_GPU"  # how many processes may share one GPU (default 1; pfadseg ablate --per-gpu)
 _claimed: dict[str, Any] = {}  # this process's claimed device and its open lock file (released at exit)
 
 
@@ -51,12 +52,25 @@ def physical_gpu_ids() -> list[str]:
     return ids[:count]
 
 
-def claim_free_gpu(poll_s: float = 2.0) -> torch.device:
-    """The first visible GPU no other process holds, locked for the rest of this process (released on exit or crash).
+def jobs_per_gpu() -> int:
+    """How many pfadseg processes may claim one GPU: ``$PFADSEG_JOBS_PER_GPU``, default 1."""
+    value = os.environ.get(PER_GPU_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{PER_GPU_ENV}={value!r}: give a whole number of processes per GPU, 1 or more")
+    return int(value)
 
-    One ``flock``'d file per machine-wide GPU id in :func:`gpu_lock_dir`, so queued experiments on one machine
-    (``pfadseg ablate --jobs N``) never share a GPU; waits while every GPU is held. Repeated calls return the
-    same device.
+
+def _lock_name(gpu: str, slot: int) -> str:
+    return f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}.slot{slot}.lock"
+
+
+def claim_free_gpu(poll_s: float = 2.0) -> torch.device:
+    """A visible GPU with a free slot, locked for the rest of this process (released on exit or crash).
+
+    Each machine-wide GPU id has :func:`jobs_per_gpu` slots, one ``flock``'d file each in :func:`gpu_lock_dir`, so
+    queued experiments on one machine (``pfadseg ablate --jobs N [--per-gpu K]``) put at most K processes on a GPU;
+    the first slots of every GPU fill before any second one. Waits while every slot is held. Repeated calls return
+    the same device.
     """
     import fcntl  # POSIX; the lock is the kernel's, so a killed process frees its GPU
 
@@ -65,23 +79,27 @@ def claim_free_gpu(poll_s: float = 2.0) -> torch.device:
     folder = gpu_lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     ids = physical_gpu_ids()
+    slots = jobs_per_gpu()
     waited = False
     while True:
-        for index, gpu in enumerate(ids):
-            handle = (folder / f"gpu-{gpu}.lock").open("a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            handle.truncate(0)
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            _claimed.update(device=torch.device(f"cuda:{index}"), handle=handle, gpu=gpu)
-            log.info("device: cuda:%d (GPU %s of %d visible), lock %s", index, gpu, len(ids), handle.name)
-            return _claimed["device"]
+        for slot in range(slots):
+            for index, gpu in enumerate(ids):
+                handle = (folder / _lock_name(gpu, slot)).open("a+")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                handle.truncate(0)
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                _claimed.update(device=torch.device(f"cuda:{index}"), handle=handle, gpu=gpu)
+                log.info("device: cuda:%d (GPU %s of %d visible, slot %d of %d), lock %s", index, gpu, len(ids),
+                         slot + 1, slots, handle.name)
+                return _claimed["device"]
         if not waited:
-            log.info("device: all %d GPUs are held by other pfadseg processes (%s); waiting", len(ids), folder)
+            log.info("device: all %d GPUs are held by other pfadseg processes (%d each; %s); waiting", len(ids),
+                     slots, folder)
             waited = True
         time.sleep(poll_s)
 
@@ -111,6 +129,13 @@ def amp_enabled(device: torch.device, cfg: TrainConfig) -> bool:
     return cfg.amp and accelerator_path(device, cfg)
 
 
+def fewer_kernels(device: torch.device, cfg: TrainConfig) -> bool:
+    """Whether the same functions run in fewer, larger kernels (``train.fewer_kernels``): on the accelerator path
+    only, where each kernel launch costs; on the CPU the per-parameter step is the faster one (stacked parameters'
+    large buffers are allocated afresh, page by page, at every step)."""
+    return cfg.fewer_kernels and accelerator_path(device, cfg)
+
+
 def amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
     """The dtype autocast casts conv and linear layers to on ``device`` (bf16), or ``None`` without AMP."""
     return AMP_DTYPE if amp_enabled(device, cfg) else None
@@ -124,26 +149,28 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 
 def prepare_module(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
-    """Move to ``device``; on the accelerator path channels_last (``train.channels_last``), and every layer with a
-    ``fewer_kernels`` form (the same function in fewer, larger kernels, equal to rounding) switched to it."""
+    """Move to ``device``; on the accelerator path channels_last (``train.channels_last``); with
+    :func:`fewer_kernels` every layer with a ``fewer_kernels`` form (the same function in fewer, larger kernels,
+    equal to rounding) switched to it."""
     module = module.to(device)
-    if accelerator_path(device, cfg):
-        if cfg.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        for layer in module.modules():
-            if hasattr(layer, "fewer_kernels"):
-                layer.fewer_kernels = True
+    if cfg.channels_last and accelerator_path(device, cfg):
+        module = module.to(memory_format=torch.channels_last)
+    for layer in module.modules():
+        if hasattr(layer, "fewer_kernels") and fewer_kernels(device, cfg):
+            layer.fewer_kernels = True
     return module
 
 
 def prepare_frozen(module: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
-    """A frozen network in eval mode that only ever runs in the training stages: on the accelerator path its
-    BatchNorms folded into their convs (:func:`pfadseg.models.fold.fold_batchnorm`, equal to rounding), then with
+    """A frozen network in eval mode that only ever runs in the training stages: on the accelerator path, with
+    :func:`fewer_kernels` its BatchNorms folded into their convs (:func:`pfadseg.models.fold.fold_batchnorm`,
+    equal to rounding), then with
     AMP its conv and linear weights in bf16 once, where autocast would cast them at every call (its cache keeps only
     casts of weights that require grad): the values autocast computes, without the per-step copies."""
     if not accelerator_path(device, cfg):
         return module
-    fold_batchnorm(module)
+    if fewer_kernels(device, cfg):
+        fold_batchnorm(module)
     if amp_enabled(device, cfg):
         for layer in module.modules():
             if isinstance(layer, nn.Conv2d | nn.Linear) and not any(p.requires_grad for p in layer.parameters()):

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.device import autocast, prepare_frozen
+from pfadseg.device import autocast, fewer_kernels, prepare_frozen, prepare_module
+from pfadseg.models.pcar import PCAR
 
 CPU = torch.device("cpu")
 
@@ -55,3 +56,12 @@ def test_nothing_changes_off_the_accelerator_path_or_for_trained_layers(make_con
     cfg = make_config("train.accelerator_path_on_cpu=true", "train.amp=true")
     kept = prepare_frozen(trained, CPU, cfg.train)
     assert all(p.dtype == torch.float32 for p in kept.parameters())
+
+
+def test_fewer_kernels_needs_the_accelerator_path_and_its_switch(make_config) -> None:
+    on = make_config("train.accelerator_path_on_cpu=true").train
+    off = make_config("train.accelerator_path_on_cpu=true", "train.fewer_kernels=false").train
+    assert fewer_kernels(CPU, on) and not fewer_kernels(CPU, off)
+    assert not fewer_kernels(CPU, make_config().train), "the fp32 CPU path keeps the per-parameter step"
+    assert prepare_module(PCAR(16), CPU, on).fewer_kernels and not prepare_module(PCAR(16), CPU, off).fewer_kernels
+    assert isinstance(prepare_frozen(_frozen_net(), CPU, off)[1], nn.BatchNorm2d), "BN stays unfolded"

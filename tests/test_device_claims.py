@@ -103,3 +103,33 @@ def test_one_gpu_and_no_gpu_claim_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("auto") == torch.device("cuda")
     assert not (tmp_path / "locks").exists()
+
+
+def test_per_gpu_slots_put_at_most_k_workers_on_a_gpu(tmp_path: Path, workers: list,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """pfadseg ablate --jobs 4 --per-gpu 2 on 2 GPUs: every worker gets a GPU, two per GPU; a fifth waits."""
+    monkeypatch.setenv("PFADSEG_JOBS_PER_GPU", "2")
+    workers += [_start(tmp_path, gpus=2) for _ in range(4)]
+    devices = [_claimed(w) for w in workers]
+    assert sorted(devices) == ["cuda:0 (GPU 0)"] * 2 + ["cuda:1 (GPU 1)"] * 2, devices
+    fifth = _start(tmp_path, gpus=2)
+    workers.append(fifth)
+    time.sleep(3)
+    assert fifth.poll() is None, "every slot is held"
+    workers[0].communicate("")
+    assert _claimed(fifth) == devices[0]
+
+
+def test_the_first_slot_of_every_gpu_fills_first(tmp_path: Path, workers: list,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PFADSEG_JOBS_PER_GPU", "3")
+    workers += [_start(tmp_path, gpus=2) for _ in range(2)]
+    assert sorted(_claimed(w) for w in workers) == ["cuda:0 (GPU 0)", "cuda:1 (GPU 1)"]
+
+
+def test_a_bad_jobs_per_gpu_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfadseg.device import jobs_per_gpu
+
+    monkeypatch.setenv("PFADSEG_JOBS_PER_GPU", "0")
+    with pytest.raises(ValueError, match="PFADSEG_JOBS_PER_GPU='0'"):
+        jobs_per_gpu()

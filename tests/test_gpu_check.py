@@ -30,14 +30,23 @@ def test_the_cpu_twin_prints_the_table_and_writes_the_figures(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| training | variant | student it/s" in proc.stdout and "| inference |" in proc.stdout
     projected = [line for line in proc.stdout.splitlines() if line.startswith("projected full protocol")]
-    assert len(projected) == 1 and "min" in projected[0]
+    assert len(projected) == 2 and all("min" in line for line in projected)
     figures = json.loads((tmp_path / "gpu-check.json").read_text())
     assert figures["device"] == "cpu" and figures["tiny"] is True
+    assert figures["phases_done"] == ["synth", "train fp32", "predict", "one category", "packing"]
     assert figures["synth"]["composer_samples_per_s"] > 0
     assert {r["precision"] for r in figures["predict"]} == {"fp32", "bf16"}
-    assert all(figures["train"]["fp32"][v]["student_it_s"] > 0 for v in ("destseg", "pfadseg"))
-    assert set(figures["one_category"]["seconds"]) == {"train_student", "train_seg", "calibrate", "evaluate"}
-    assert figures["projected_protocol_s"] > 0
+    for variant in ("destseg", "pfadseg"):
+        student = figures["train"]["fp32"][variant]["student"]
+        assert student["it_s"] > 0 and 0 < student["kernel_ops"] < student["ops"], "ops per step in the CPU twin"
+        assert f"| fp32 | {variant} |" in proc.stdout
+    assert figures["train"]["fp32"]["pfadseg"]["student"]["profile"]["kernels_per_step"] > 0
+    assert figures["train"]["fp32"]["pfadseg"]["student"]["gflop_per_step"] > 0
+    one = figures["one_category"]
+    assert set(one["seconds"]) == {"train_student", "train_seg", "calibrate", "evaluate"}
+    assert all(one["loops"][stage]["steady_it_s"] > 0 for stage in ("student", "seg"))
+    assert set(figures["packing"]) == {"1", "2"} and all(r["student"] > 0 for r in figures["packing"].values())
+    assert figures["projected_protocol_s"] > 0 and figures["projected_from_loops_s"] > 0
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pfadseg.config import Config, load_config
+from pfadseg.device import PER_GPU_ENV
 from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
 from pfadseg.pipeline.graph import write_graph
@@ -85,10 +86,11 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def worker_env(jobs: int, cores: int | None = None) -> dict[str, str]:
-    """The queue workers' environment: each worker's CPU threads are the machine's cores divided by ``jobs``."""
+def worker_env(jobs: int, cores: int | None = None, per_gpu: int = 1) -> dict[str, str]:
+    """The queue workers' environment: each worker's CPU threads are the machine's cores divided by ``jobs``, and
+    up to ``per_gpu`` workers may share one GPU."""
     threads = str(max(1, (cores or available_cores()) // jobs))
-    return {**os.environ, **dict.fromkeys(THREAD_VARIABLES, threads)}
+    return {**os.environ, **dict.fromkeys(THREAD_VARIABLES, threads), PER_GPU_ENV: str(per_gpu)}
 
 
 @dataclass
@@ -166,17 +168,19 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
         time.sleep(poll_s)
 
 
-def run_queued(layout: Layout, plan: Sequence[Experiment], jobs: int, poll_s: float = 5.0) -> QueueProgress:
-    """Queue the experiments (``dvc exp run --queue``), start ``jobs`` workers and wait for them."""
+def run_queued(layout: Layout, plan: Sequence[Experiment], jobs: int, poll_s: float = 5.0, per_gpu: int = 1
+               ) -> QueueProgress:
+    """Queue the experiments (``dvc exp run --queue``), start ``jobs`` workers (up to ``per_gpu`` on one GPU) and
+    wait for them."""
     workspace_cfg = load_config(layout.root / "params.yaml")
     try:
         for exp in plan:
             run_experiment(layout, exp.name, exp.overrides, queue=True)  # the queue stores each one's dvc.yaml
     finally:
         write_graph(workspace_cfg, layout.root)  # the workspace keeps the graph of its own params
-    env = worker_env(jobs)
-    log.info("ablation: %d experiments queued; starting %d workers with %s=%s", len(plan), jobs,
-             THREAD_VARIABLES[0], env[THREAD_VARIABLES[0]])
+    env = worker_env(jobs, per_gpu=per_gpu)
+    log.info("ablation: %d experiments queued; starting %d workers with %s=%s, up to %d per GPU", len(plan), jobs,
+             THREAD_VARIABLES[0], env[THREAD_VARIABLES[0]], per_gpu)
     run_dvc(layout.root, "queue", "start", "-j", str(jobs), env=env)
     return watch_queue(layout, [exp.name for exp in plan], poll_s)
 
@@ -217,8 +221,9 @@ def render_ablation_report(cfg: Config, layout: Layout) -> list[int]:
 
 
 def run_grid(layout: Layout, plan: Sequence[Experiment], *, run: bool = True, jobs: int | None = None,
-             push: str | None = None, pull: str | None = None) -> list[int]:
-    """Run ``plan`` (queued over ``jobs`` workers, or in the workspace), push it, pull others', render the report.
+             per_gpu: int = 1, push: str | None = None, pull: str | None = None) -> list[int]:
+    """Run ``plan`` (queued over ``jobs`` workers, up to ``per_gpu`` on one GPU, or in the workspace), push it,
+    pull others', render the report.
 
     Returns the Table 4 rows still missing. Failed experiments are named after the report is rendered from the
     ones that finished.
@@ -226,7 +231,7 @@ def run_grid(layout: Layout, plan: Sequence[Experiment], *, run: bool = True, jo
     failures: list[str] = []
     if run and plan:
         if jobs:
-            failures = queue_failures(run_queued(layout, plan, jobs))
+            failures = queue_failures(run_queued(layout, plan, jobs, per_gpu=per_gpu))
         else:
             run_sequentially(layout, plan)
         if push and not failures:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
 from pfadseg.config import Config
-from pfadseg.device import accelerator_path, amp_dtype, prepare_frozen, prepare_module
+from pfadseg.device import accelerator_path, amp_dtype, fewer_kernels, prepare_frozen, prepare_module
 from pfadseg.models.build import build_segnet, build_student
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
@@ -20,7 +20,8 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     session = TrainingSession(DESTSEG, "train_student", cfg, layout, category, seed, progress)
     with seeded(session.init_seed()):
         student = prepare_module(build_student(cfg.model), session.device, cfg.train)
-    trained = StackedParameters(student, cast=amp_dtype(session.device, cfg.train))
+    trained = StackedParameters(student, cast=amp_dtype(session.device, cfg.train),
+                                by_shape=fewer_kernels(session.device, cfg.train))
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
     optimizer = student_optimizer(trained, cfg.train.student, accelerator_path(session.device, cfg.train))
@@ -44,7 +45,7 @@ def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress
     student = prepare_frozen(student, device, cfg.train)
     with seeded(session.init_seed()):
         segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
-    trained = stack_segnet(segnet, cfg.train.seg, amp_dtype(device, cfg.train))
+    trained = stack_segnet(segnet, cfg.train.seg, amp_dtype(device, cfg.train), fewer_kernels(device, cfg.train))
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, device, generator)
     optimizer = seg_optimizer(trained, cfg.train.seg, accelerator_path(device, cfg.train))

@@ -122,12 +122,37 @@ def make_step(
 
 @dataclass
 class LoopResult:
-    """What a finished loop reports."""
+    """What a finished loop reports. ``warmup_s``: the first :data:`WARMUP_STEPS` + 1 steps of this run (cuDNN
+    autotuning, compilation, CUDA graph capture); ``steady_it_s``: the rate of the steps after them (``None`` when
+    the run had no steps after them)."""
 
     iterations: int
     resumed_from: int
     wall_time_s: float
     last_losses: dict[str, float] = field(default_factory=dict)
+    warmup_s: float = 0.0
+    steady_it_s: float | None = None
+
+
+class _Clock:
+    """Seconds since the loop began, read without a host sync: CUDA events on CUDA, read after the last step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.began = self.mark()
+
+    def mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, mark: Any) -> float:
+        if not self.cuda:
+            return mark - self.began
+        mark.synchronize()
+        return self.began.elapsed_time(mark) / 1e3
 
 
 @dataclass
@@ -201,8 +226,13 @@ class TrainLoop:
         self.kept_step = start = self._try_resume()
         began = time.perf_counter()
         with self._live(start) as live:
-            last = self._train(step_fn, start, live)
-            result = LoopResult(self.iterations, start, time.perf_counter() - began, last)
+            clock = _Clock(self.device)
+            last, warm = self._train(step_fn, start, live, clock)
+            end = clock.seconds(clock.mark())
+            warm_s = clock.seconds(warm) if warm is not None else end
+            steady = self.iterations - start - (WARMUP_STEPS + 1)
+            result = LoopResult(self.iterations, start, time.perf_counter() - began, last, warmup_s=warm_s,
+                                steady_it_s=steady / (end - warm_s) if warm is not None and steady > 0 else None)
             if live is not None:
                 with writing(live.metrics_file):
                     live.make_summary()
@@ -210,9 +240,11 @@ class TrainLoop:
                 self.finish(result)
         return result
 
-    def _train(self, step_fn: Callable[[int], dict[str, torch.Tensor]], start: int, live: Live | None
-               ) -> dict[str, float]:
-        """Steps ``start`` to ``iterations`` with logs, guards and checkpoints; the mean losses of the last log."""
+    def _train(self, step_fn: Callable[[int], dict[str, torch.Tensor]], start: int, live: Live | None,
+               clock: _Clock) -> tuple[dict[str, float], Any]:
+        """Steps ``start`` to ``iterations`` with logs, guards and checkpoints; the mean losses of the last log and
+        the clock's mark after the warm-up steps (``None`` if the run ended first)."""
+        warm = None
         device = self.device
         first_bad = torch.full((), self.iterations, dtype=torch.long, device=device)  # iterations: none yet
         weights = [p for m in self.modules.values() for p in m.parameters()]
@@ -231,6 +263,8 @@ class TrainLoop:
                     sums[key] = sums[key] + value.float() if key in sums else value.float().clone()
                 count += 1
                 done = step + 1
+                if done - start == WARMUP_STEPS + 1:
+                    warm = clock.mark()
                 log_point = done % self.log_every == 0 or done == self.iterations
                 checkpoint = done % self.checkpoint_every == 0 and done < self.iterations
                 if log_point or checkpoint:
@@ -243,7 +277,7 @@ class TrainLoop:
                 bar.update(1)
                 if checkpoint:
                     self._save_checkpoint(done)
-        return last
+        return last, warm
 
     def _read_and_check(self, step: int, first_bad: torch.Tensor, sums: dict[str, torch.Tensor],
                         weight: torch.Tensor, running_var: torch.Tensor) -> dict[str, float]:

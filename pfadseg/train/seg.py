@@ -19,10 +19,11 @@ from pfadseg.train.losses import focal_loss, l1_loss, seg_target
 from pfadseg.train.stacked import StackedParameters
 
 
-def stack_segnet(segnet: SegNet, cfg: SegTrainConfig, cast: torch.dtype | None) -> StackedParameters:
+def stack_segnet(segnet: SegNet, cfg: SegTrainConfig, cast: torch.dtype | None, by_shape: bool
+                 ) -> StackedParameters:
     """The segmentation net's parameters stacked in its two optimiser groups: residual blocks at lr_res, the head
-    (ASPP or RCM and the classifier) at lr_head."""
-    return StackedParameters(segnet, segnet.param_groups(cfg.lr_res, cfg.lr_head), cast)
+    (ASPP or RCM and the classifier) at lr_head (``cast``, ``by_shape``: as :class:`StackedParameters`)."""
+    return StackedParameters(segnet, segnet.param_groups(cfg.lr_res, cfg.lr_head), cast, by_shape=by_shape)
 
 
 def seg_optimizer(segnet: StackedParameters, cfg: SegTrainConfig, foreach: bool = False) -> torch.optim.Optimizer:

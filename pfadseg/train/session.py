@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +22,7 @@ from pfadseg.device import amp_enabled, autocast, configure_backends, device_lab
 from pfadseg.paths import Layout
 from pfadseg.seeding import derive_seed, torch_generator
 from pfadseg.synth.bank import AnomalyBank
-from pfadseg.train.loop import LoopResult, TrainLoop, fingerprint
+from pfadseg.train.loop import WARMUP_STEPS, LoopResult, TrainLoop, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class TrainingSession:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.began = time.perf_counter()  # the stage's one-off set-up runs from here to the loop's first step
         self.params: Sequence[str] = self.arch.stage_params[self.name]  # fingerprint and stored stage_params
         # names checkpoints, curves, seeds and the progress bar, e.g. "student"
         self.stage = self.arch.curves[self.arch.train_stages.index(self.name)]
@@ -91,6 +93,7 @@ class TrainingSession:
                 "category": category, "stage_params": stage_params, "config": cfg.to_dict(),
                 "teacher": self.arch.teacher_record(cfg), "seed": cfg.seed, "run_seed": seed,
                 "device": device_label(self.device), "iterations": iterations, "wall_time_s": result.wall_time_s,
+                "setup_s": setup_s, "warmup_s": result.warmup_s, "steady_it_s": result.steady_it_s,
                 "resumed_from": result.resumed_from,
                 "final_losses": result.last_losses, **(meta() if meta else {}),
             })
@@ -104,7 +107,10 @@ class TrainingSession:
             live_dir=layout.live(category, seed, self.stage), progress=self.progress, extra_logs=extra_logs,
             divergence_hint=divergence_hint, finish=save,
         )
+        setup_s = time.perf_counter() - self.began
         result = loop.run(step)
         checkpoint.unlink(missing_ok=True)
-        log.info("%s %s seed %d: %d iterations in %.1f s -> %s", self.stage, category, seed, iterations,
-                 result.wall_time_s, path)
+        steady = "" if result.steady_it_s is None else f", then {result.steady_it_s:.2f} it/s"
+        log.info("%s %s seed %d: %d iterations in %.1f s (one-off: set-up %.1f s, first %d steps %.1f s%s) -> %s",
+                 self.stage, category, seed, iterations, result.wall_time_s, setup_s, WARMUP_STEPS + 1,
+                 result.warmup_s, steady, path)

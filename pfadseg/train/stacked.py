@@ -34,18 +34,21 @@ def _dense_strides(p: torch.Tensor) -> bool:
 class StackedParameters:
     """``module``'s trained parameters stacked by (optimiser group, shape, strides, dtype, cast); call it as the
     module. ``param_groups`` are the optimiser's groups over ``module``'s parameters (default: one group of all
-    that require grad); ``cast`` is the dtype autocast computes conv and linear layers in (``None``: no AMP)."""
+    that require grad); ``cast`` is the dtype autocast computes conv and linear layers in (``None``: no AMP).
+    ``by_shape=False`` (``train.fewer_kernels: false``) keeps one leaf per parameter: the per-parameter code."""
 
     def __init__(self, module: nn.Module, param_groups: Iterable[Mapping[str, Any]] | None = None,
-                 cast: torch.dtype | None = None) -> None:
+                 cast: torch.dtype | None = None, *, by_shape: bool = True) -> None:
         self.module = module
         self.cast = cast
+        self.by_shape = by_shape
         groups = list(param_groups) if param_groups is not None else [
             {"params": [p for p in module.parameters() if p.requires_grad]}]
         names = {id(p): n for n, p in module.named_parameters()}
         cast_names = {f"{prefix}.{n}".lstrip(".") for prefix, layer in module.named_modules()
                       if isinstance(layer, AUTOCAST_LAYERS) for n, _ in layer.named_parameters(recurse=False)}
         keyed: dict[tuple[Any, ...], list[str]] = {}
+        casts_of: dict[tuple[Any, ...], bool] = {}
         params = dict(module.named_parameters())
         for index, group in enumerate(groups):
             for p in group["params"]:
@@ -56,25 +59,27 @@ class StackedParameters:
                     raise ValueError(f"StackedParameters: parameter {names[id(p)]} is neither contiguous nor "
                                      "channels_last")
                 name = names[id(p)]
-                key = (index, tuple(p.shape), p.stride(), p.dtype, p.device, cast is not None and name in cast_names)
+                casts = cast is not None and name in cast_names
+                key = (index, tuple(p.shape), p.stride(), p.dtype, p.device, casts) if by_shape else (index, name)
                 keyed.setdefault(key, []).append(name)
+                casts_of[key] = casts
         self.group_options = [{k: v for k, v in group.items() if k != "params"} for group in groups]
         # BatchNorm layers with a momentum keep their step counter for the record only: counted here in one op
         self.counters = {f"{name}.num_batches_tracked".lstrip("."): layer.num_batches_tracked
                          for name, layer in module.named_modules()
-                         if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.momentum is not None
-                         and layer.num_batches_tracked is not None}
+                         if by_shape and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+                         and layer.momentum is not None and layer.num_batches_tracked is not None}
         self.stacks: list[nn.Parameter] = []
         self.names: list[list[str]] = []
         self.casts: list[bool] = []
         self.group_of: list[int] = []  # the optimiser group of each stack
         for key, group_names in keyed.items():
-            index, shape, stride, dtype, device, casts = key
+            index, casts, first = key[0], casts_of[key], params[group_names[0]]
             if len(group_names) == 1:  # a shape of its own: the parameter itself (a stack of one costs more ops)
-                self._add(params[group_names[0]], group_names, casts, index)
+                self._add(first, group_names, casts, index)
                 continue
-            span = params[group_names[0]].numel()
-            data = torch.empty_strided((len(group_names), *shape), (span, *stride), dtype=dtype, device=device)
+            data = torch.empty_strided((len(group_names), *first.shape), (first.numel(), *first.stride()),
+                                       dtype=first.dtype, device=first.device)
             with torch.no_grad():
                 for i, name in enumerate(group_names):
                     data[i].copy_(params[name])
@@ -113,7 +118,9 @@ class StackedParameters:
 
     def forward(self, *args: Any) -> Any:
         """The module's forward on the stacked parameters (gradients reach the stacks); in training mode the
-        BatchNorm counters advance by one, together."""
+        BatchNorm counters advance by one, together. Without ``by_shape``, the module's own forward."""
+        if not self.by_shape:
+            return self.module(*args)
         tensors: dict[str, torch.Tensor | None] = dict(self.tensors())
         if self.module.training and self.counters:
             torch._foreach_add_(list(self.counters.values()), 1)

@@ -29,6 +29,7 @@ def test_each_worker_gets_the_cores_divided_by_the_jobs(cores: int, jobs: int, t
     env = worker_env(jobs, cores)
     assert env["OMP_NUM_THREADS"] == threads and env["MKL_NUM_THREADS"] == threads
     assert env["PATH"]  # the rest of the environment is kept
+    assert env["PFADSEG_JOBS_PER_GPU"] == "1" and worker_env(jobs, cores, per_gpu=4)["PFADSEG_JOBS_PER_GPU"] == "4"
 
 
 def _shown(states: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:

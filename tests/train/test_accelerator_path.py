@@ -13,6 +13,7 @@ import torch
 from pfadseg.arch.adps import ADPS_FILE
 from pfadseg.arch.destseg import SEG_FILE, STUDENT_FILE
 from pfadseg.artifacts import load_model_file
+from pfadseg.bench.train import bench_train
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast, prepare_module
 from pfadseg.paths import Layout
@@ -124,3 +125,15 @@ def test_a_compiled_seg_net_trains(workspace: Path, tiny_config: Callable[..., C
     assert not any(k.startswith("_orig_mod.") for k in content["state_dict"]), "the plain module's weights"
     _assert_fp32_state(content["state_dict"])
     assert all(torch.isfinite(torch.tensor(v)) for v in content["meta"]["final_losses"].values())
+
+
+def test_fewer_kernels_cuts_the_ops_of_every_step_the_bench_measures(make_config: Callable[..., Config]) -> None:
+    """`pfadseg bench train` on the accelerator path: both stages' steps in the fewer-kernels form dispatch far
+    fewer aten ops (and kernels) than the per-parameter form it measures beside them."""
+    cfg = make_config(*ACCELERATOR_PATH)
+    results = bench_train(cfg, image_size=64, batch_size=4, iterations=1, device="cpu", variants=("pfadseg",))
+    for stage, most in (("student", 0.6), ("seg", 0.7)):
+        fewer, per_parameter = results["pfadseg"][stage], results["pfadseg (per-parameter)"][stage]
+        assert fewer["ops"] < most * per_parameter["ops"], stage
+        assert fewer["kernel_ops"] < most * per_parameter["kernel_ops"], stage
+        assert 0 < fewer["kernel_ops"] < fewer["ops"]

@@ -45,13 +45,17 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def test_both_stages_run_and_record_provenance(workspace: Path, tiny_config: Callable[..., Config]) -> None:
-    cfg = _cfg(tiny_config)
+    cfg = _cfg(tiny_config, "train.seg.iterations=6")
     TRAIN_STUDENT.invoke(cfg, Layout(), "bottle", 0, progress=False)
     TRAIN_SEG.invoke(cfg, Layout(), "bottle", 0, progress=False)
     meta = load_model_file(Layout().model("bottle", 0, SEG_FILE.name), SEG_FILE.format)["meta"]
     assert meta["teacher"]["weights"] == "random" and "seed" in meta["teacher"]
     assert meta["stage_params"]["model.use_rcm"] is True and meta["device"] == "cpu"
     assert meta["rcm_layer_scale"] > 0 and meta["wall_time_s"] > 0
+    # the one-off costs: set-up before the loop, the first 4 steps, then the steady rate of the last 2
+    assert meta["setup_s"] > 0 and 0 < meta["warmup_s"] < meta["wall_time_s"] and meta["steady_it_s"] > 0
+    student = load_model_file(Layout().model("bottle", 0, STUDENT_FILE.name), STUDENT_FILE.format)["meta"]
+    assert student["steady_it_s"] is None, "4 iterations: all of them warm-up"
     assert set(meta["final_losses"]) == {"loss", "focal", "l1"}
     CALIBRATE.invoke(cfg, Layout(), "bottle", 0)
     calibration = json.loads(Layout().calibration("bottle", 0).read_text())["calibration"]
