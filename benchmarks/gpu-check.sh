@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check: CUDA tests, then `pfadseg bench gpu-check` (composer, both stages in fp32, bf16 and bf16 with
-# torch.compile, inference at batch 1 and 64, peak memory, one category through the stages, projected protocol
-# time). Prints one table; writes gpu-check.json (and the test log) into --out.
+# The GPU check: CUDA tests, then `pfadseg bench gpu-check` (composer; both stages in fp32 and bf16 beside their
+# per-parameter form, with ops, kernels, busy % and MFU per step; inference at batch 1 and 64; one category through
+# the stage loops; 1, 2, 4 processes sharing the GPU; torch.compile, bounded; projected protocol time). Prints the
+# tables; writes gpu-check.json after each phase (and the test log) into --out.
 #
 #   benchmarks/gpu-check.sh --out DIR [--device cuda|cpu] [--wheels DIR] [--no-compile]
 #

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from pfadseg.config import TrainConfig
 from pfadseg.models.fold import fold_batchnorm
@@ -178,6 +179,66 @@ def prepare_frozen(module: nn.Module, device: torch.device, cfg: TrainConfig) ->
     return module
 
 
+class CudaGraphed(nn.Module):
+    """A frozen network's inference replayed from CUDA graphs, one per input shape (up to ``max_graphs``).
+
+    A shape's first call runs eagerly (cuDNN autotuning, lazily created state), its second is captured and every
+    later one replays the graph on a static copy of the input; the outputs are returned as copies. Other shapes (a
+    short last batch), calls with gradients and exports run eagerly. The same kernels on the same inputs: the same
+    values as eager calls.
+    """
+
+    def __init__(self, net: nn.Module, max_graphs: int = 2) -> None:
+        super().__init__()
+        self.net = net
+        self.max_graphs = max_graphs
+        self._graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
+        self._seen: set[tuple[Any, ...]] = set()
+
+    def forward(self, images: torch.Tensor) -> Any:
+        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return self.net(images)
+        key = (tuple(images.shape), images.dtype, torch.is_autocast_enabled(images.device.type))
+        if key not in self._graphs:
+            if key not in self._seen or len(self._graphs) >= self.max_graphs:
+                self._seen.add(key)
+                return self.net(images)
+            static = images.clone()
+            side = torch.cuda.Stream(images.device)
+            side.wait_stream(torch.cuda.current_stream(images.device))
+            with torch.cuda.stream(side):  # capture wants a warm network on a side stream
+                self.net(static)
+            torch.cuda.current_stream(images.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outputs = self.net(static)
+            self._graphs[key] = (graph, static, outputs)
+        graph, static, outputs = self._graphs[key]
+        static.copy_(images)
+        graph.replay()
+        return tree_map(torch.clone, outputs)
+
+
+def cuda_graphed(net: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
+    """``net`` (an eval-mode detector) in :class:`CudaGraphed` on CUDA with ``train.cuda_graphs``; else itself."""
+    return CudaGraphed(net).eval() if device.type == "cuda" and cfg.cuda_graphs else net
+
+
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's on-disk cache of compiled graphs and autotuning
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels persist between stage processes: ``$TORCHINDUCTOR_CACHE_DIR``, else
+    ``~/.cache/pfadseg/inductor`` (inductor's own default lives in the temp folder, gone at reboot)."""
+    return Path(os.environ.get(COMPILE_CACHE_ENV) or Path.home() / ".cache" / "pfadseg" / "inductor")
+
+
 def maybe_compile(forward: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
-    """``torch.compile(forward)`` when ``enabled`` (``train.compile``; a module's wrapper shares its parameters)."""
-    return torch.compile(forward) if enabled else forward
+    """``torch.compile(forward)`` when ``enabled`` (``train.compile``; a module's wrapper shares its parameters),
+    its compiled graphs cached in :func:`compile_cache_dir`, so a later stage or run with the same networks loads
+    them instead of compiling again."""
+    if not enabled:
+        return forward
+    os.environ[COMPILE_CACHE_ENV] = str(compile_cache_dir())
+    log.info("train.compile: compiled graphs cached in %s (%s)", os.environ[COMPILE_CACHE_ENV], COMPILE_CACHE_ENV)
+    return torch.compile(forward)

@@ -19,6 +19,7 @@ from pfadseg.arch.base import same_teacher
 from pfadseg.arch.registry import ARCHITECTURES, Architecture
 from pfadseg.artifacts import ArtifactError, load_model_file
 from pfadseg.config import Config, ConfigError, config_from_dict, upgrade_stored_config
+from pfadseg.device import cuda_graphed
 from pfadseg.fsio import read_json
 
 CALIBRATION_FILE = "calibration.json"
@@ -97,17 +98,19 @@ class TrainedRun:
         return float(sum(content["meta"]["wall_time_s"] for content in self.files.values()))
 
     def detector(self, device: torch.device) -> nn.Module:
-        """The eval-mode detector on ``device`` (built once per device)."""
+        """The eval-mode detector on ``device`` (built once per device), its inference replayed from CUDA graphs
+        when the run was trained with ``train.cuda_graphs`` (:func:`pfadseg.device.cuda_graphed`)."""
         key = str(device)
         if key not in self._detectors:
             states: Mapping[str, dict[str, torch.Tensor]] = {n: c["state_dict"] for n, c in self.files.items()}
             teacher = self.arch.load_teacher(self.config, device)
             try:
-                self._detectors[key] = self.arch.build_detector(self.config, teacher, states, device)
+                detector = self.arch.build_detector(self.config, teacher, states, device)
             except RuntimeError as exc:
                 raise ArtifactError(f"{self.folder}: the weights do not fit the architecture of the stored config "
                                     f"({str(exc).splitlines()[0]}); are the model files from different runs?") \
                     from None
+            self._detectors[key] = cuda_graphed(detector, device, self.config.train)
         return self._detectors[key]
 
 

@@ -3,11 +3,12 @@ autocast computes at every call (to rounding where BN is folded); off the accele
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from pfadseg.config import Config
-from pfadseg.device import autocast, fewer_kernels, prepare_frozen, prepare_module
+from pfadseg.device import CudaGraphed, autocast, cuda_graphed, fewer_kernels, prepare_frozen, prepare_module
 from pfadseg.models.pcar import PCAR
 
 CPU = torch.device("cpu")
@@ -65,3 +66,25 @@ def test_fewer_kernels_needs_the_accelerator_path_and_its_switch(make_config) ->
     assert not fewer_kernels(CPU, make_config().train), "the fp32 CPU path keeps the per-parameter step"
     assert prepare_module(PCAR(16), CPU, on).fewer_kernels and not prepare_module(PCAR(16), CPU, off).fewer_kernels
     assert isinstance(prepare_frozen(_frozen_net(), CPU, off)[1], nn.BatchNorm2d), "BN stays unfolded"
+
+
+def test_inference_graphs_need_cuda_and_the_switch(make_config) -> None:
+    net = _frozen_net()
+    assert cuda_graphed(net, CPU, make_config("train.cuda_graphs=true").train) is net
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", [False, True])
+def test_graphed_inference_equals_eager_inference_on_cuda(make_config, amp: bool) -> None:
+    cuda = torch.device("cuda")
+    net = _frozen_net().to(cuda)
+    graphed = cuda_graphed(net, cuda, make_config("train.cuda_graphs=true").train)
+    assert isinstance(graphed, CudaGraphed)
+    generator = torch.Generator().manual_seed(2)
+    batches = [torch.randn(4, 3, 16, 16, generator=generator).to(cuda) for _ in range(4)]
+    batches.append(torch.randn(3, 3, 16, 16, generator=generator).to(cuda))  # a short last batch: eager
+    with torch.inference_mode(), autocast(cuda, amp):
+        for images in batches:
+            torch.testing.assert_close(graphed(images), net(images), rtol=0, atol=0)
+    assert len(graphed._graphs) == 1, "the full batch's shape was captured once, the short one ran eagerly"

@@ -30,7 +30,7 @@ class ADPSArchitecture(Architecture):
     model_params = (*MODEL_COMMON_PARAMS, "model.adps")
     stage_params: Mapping[str, tuple[str, ...]] = {
         "train_adps": (*model_params, *BANK_PARAMS, "bank.opacity_min", "bank.opacity_max", "train.compile",
-                       "train.checkpoint_every", "train.log_every", "train.augment", "train.adps"),
+                       "train.cuda_graphs", "train.checkpoint_every", "train.log_every", "train.augment", "train.adps"),
     }
     score_params = ("eval.top_k", "model.adps.score_sigma")
     score_range = (0.0, 1.0)  # the PSM's softmax anomaly channel; Gaussian smoothing (weights summing to 1) keeps it

@@ -23,9 +23,11 @@ from pfadseg.train.losses import focal_loss, signed_distillation_loss
 from pfadseg.train.session import TrainingSession
 
 
-def adps_optimizer(net: ADPSNet, cfg: ADPSTrainConfig) -> torch.optim.Optimizer:
-    """Adam (betas 0.9/0.999, no weight decay) over the student and PSM; the teacher stays frozen."""
-    return torch.optim.Adam([*net.student.parameters(), *net.psm.parameters()], lr=cfg.lr, weight_decay=0.0)
+def adps_optimizer(net: ADPSNet, cfg: ADPSTrainConfig, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam (betas 0.9/0.999, no weight decay) over the student and PSM; the teacher stays frozen. ``capturable``:
+    its step counts kept on the device, as a CUDA graph needs (the same update)."""
+    return torch.optim.Adam([*net.student.parameters(), *net.psm.parameters()], lr=cfg.lr, weight_decay=0.0,
+                            capturable=capturable)
 
 
 def adps_iterations(n_train: int, cfg: ADPSTrainConfig) -> tuple[int, int]:
@@ -49,14 +51,18 @@ def adps_step_fn(
     cfg: ADPSTrainConfig,
     iterations_per_epoch: int,
     amp: Callable[[], contextlib.AbstractContextManager[Any]],
+    *,
+    cuda_graph: bool = False,
 ) -> Callable[[int], dict[str, torch.Tensor]]:
-    """One step: teacher and patch student both see the synthetic image; signed distillation + focal on M."""
+    """One step: teacher and patch student both see the synthetic image; signed distillation + focal on M.
+    ``cuda_graph``: as :func:`pfadseg.train.loop.make_step`, captured again at each milestone."""
     net.train()  # student and PSM; the teacher stays in eval mode whatever it is told
 
-    def schedule(index: int) -> None:
+    def schedule(index: int) -> float:
         lr = adps_lr(index, cfg, iterations_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        return lr
 
     def losses(batch: Batch) -> dict[str, torch.Tensor]:
         with amp():
@@ -67,7 +73,7 @@ def adps_step_fn(
         focal = focal_loss(out.probs[:, 1:2], (mask >= 0.5).float(), cfg.focal_gamma)
         return {"loss": distill + cfg.seg_weight * focal, "distill": distill, "focal": focal}
 
-    return make_step(optimizer, composer, cfg.batch_size, losses, before=schedule)
+    return make_step(optimizer, composer, cfg.batch_size, losses, before=schedule, cuda_graph=cuda_graph)
 
 
 def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
@@ -79,9 +85,10 @@ def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progres
     make = make_draem_composer if cfg.train.adps.synthesis == "draem" else make_composer
     composer = make(cfg, category, session.images, session.bank, session.device, generator)
     iterations, per_epoch = adps_iterations(len(session.images), cfg.train.adps)
-    optimizer = adps_optimizer(net, cfg.train.adps)
+    graphs = cfg.train.cuda_graphs and session.device.type == "cuda"
+    optimizer = adps_optimizer(net, cfg.train.adps, capturable=graphs)
     step = adps_step_fn(maybe_compile(net, cfg.train.compile), optimizer, composer, cfg.train.adps, per_epoch,
-                        session.amp())
+                        session.amp(), cuda_graph=graphs)
     trainable = {k: v for k, v in net.state_dict().items() if not k.startswith("teacher.")}
     session.run(modules={"student": net.student, "psm": net.psm}, optimizer=optimizer, generator=generator,
                 iterations=iterations, step=step, file=ADPS_FILE, state_dict=trainable,

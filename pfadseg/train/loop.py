@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,17 +58,19 @@ def make_step(
     composer: BatchComposer,
     batch_size: int,
     losses: Callable[[Batch], dict[str, torch.Tensor]],
-    before: Callable[[int], None] | None = None,
+    before: Callable[[int], Hashable] | None = None,
     cuda_graph: bool = False,
 ) -> Callable[[int], dict[str, torch.Tensor]]:
     """The one step skeleton of every trainer: draw a batch (into the last batch's tensors), compute
     ``losses(batch)`` (``"loss"`` is minimised), take an optimiser step, return the detached losses.
 
-    ``before(step)`` runs first (e.g. a learning-rate schedule). ``cuda_graph`` (``train.cuda_graphs``, CUDA only):
-    after :data:`WARMUP_STEPS` eager steps on a side stream, the whole step (batch composition, forward, losses,
-    backward, optimiser step) is captured once as a CUDA graph and replayed for every later step, with the
-    composer's generator registered so that its random draws continue exactly as in eager mode. The returned
-    losses are then the graph's static outputs, overwritten by the next replay.
+    ``before(step)`` runs first (e.g. a learning-rate schedule) and returns the step's phase (e.g. its learning
+    rate). ``cuda_graph`` (``train.cuda_graphs``, CUDA only): after :data:`WARMUP_STEPS` eager steps on a side
+    stream, the whole step (batch composition, forward, losses, backward, optimiser step) is captured as a CUDA
+    graph and replayed for every later step of the same phase (a new phase, a new capture: what the graph holds as
+    constants, such as the learning rate, reaches it), with the composer's generator registered so that its random
+    draws continue exactly as in eager mode. The returned losses are then the graph's static outputs, overwritten
+    by the next replay.
     """
     batch: Batch | None = None  # the last batch: the next one is written into its tensors
 
@@ -85,18 +87,18 @@ def make_step(
 
     if not cuda_graph:
         return eager
-    if composer.device.type != "cuda" or before is not None:
-        why = "it needs CUDA" if composer.device.type != "cuda" else "this step has a schedule that changes per step"
-        log.info("train.cuda_graphs: eager steps (%s)", why)
+    if composer.device.type != "cuda":
+        log.info("train.cuda_graphs: eager steps (it needs CUDA)")
         return eager
 
     graph: torch.cuda.CUDAGraph | None = None
     outputs: dict[str, torch.Tensor] = {}
     eager_steps = 0
+    captured: Hashable = None  # the phase the graph was captured in
     side = torch.cuda.Stream(composer.device)
 
     def graphed(index: int) -> dict[str, torch.Tensor]:
-        nonlocal batch, graph, outputs, eager_steps
+        nonlocal batch, graph, outputs, eager_steps, captured
         if graph is None and eager_steps < WARMUP_STEPS:  # on a side stream, as capture requires
             eager_steps += 1
             side.wait_stream(torch.cuda.current_stream())
@@ -104,7 +106,11 @@ def make_step(
                 values = eager(index)
             torch.cuda.current_stream().wait_stream(side)
             return values
-        if graph is None:
+        phase = before(index) if before is not None else None
+        if graph is None or phase != captured:
+            if graph is not None:
+                log.info("train.cuda_graphs: step %d starts a new phase (%s): capturing its step", index, phase)
+            captured = phase
             graph = torch.cuda.CUDAGraph()
             graph.register_generator_state(composer.generator)
             optimizer.zero_grad(set_to_none=True)  # backward then writes the gradients into the graph's own tensors

@@ -111,9 +111,11 @@ def test_adps_runs_in_bf16_with_channels_last(workspace: Path, tiny_config: Call
     assert 0.0 <= json.loads(Layout().metrics("bottle", 0).read_text())["seg"]["image_auroc"] <= 1.0
 
 
-def test_a_compiled_seg_net_trains(workspace: Path, tiny_config: Callable[..., Config]) -> None:
+def test_a_compiled_seg_net_trains(workspace: Path, tiny_config: Callable[..., Config],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """train.compile: inductor on the CPU (needs a C compiler), the same stage code as on a GPU. The seg net (the
     smaller graph: a quicker compile) is compiled; its student is trained plainly first."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(workspace / "inductor"))
     baseline = (*OFFLINE, "model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")
     cfg = tiny_config(*baseline, "train.compile=true")
     torch._dynamo.reset()
@@ -122,6 +124,7 @@ def test_a_compiled_seg_net_trains(workspace: Path, tiny_config: Callable[..., C
     TRAIN_SEG.invoke(cfg, Layout(), "bottle", 0, progress=False)
     content = load_model_file(Layout().model("bottle", 0, SEG_FILE.name), SEG_FILE.format)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the seg net ran compiled"
+    assert any((workspace / "inductor").iterdir()), "its compiled graphs persist in the cache folder"
     assert not any(k.startswith("_orig_mod.") for k in content["state_dict"]), "the plain module's weights"
     _assert_fp32_state(content["state_dict"])
     assert all(torch.isfinite(torch.tensor(v)) for v in content["meta"]["final_losses"].values())

@@ -4,6 +4,7 @@ would be given, without a C compiler."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from pfadseg.config import Config
+from pfadseg.device import COMPILE_CACHE_ENV, compile_cache_dir, maybe_compile
 from pfadseg.paths import Layout
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
@@ -49,3 +51,14 @@ def test_the_adps_network_traces_to_one_graph_and_never_recompiles(
         workspace: Path, tiny_config: Callable[..., Config], traced: Callable[[], int]) -> None:
     TRAIN_ADPS.invoke(tiny_config(*OFFLINE, *ADPS, *STEPS), Layout(), "bottle", 0, progress=False)
     assert traced() == 1
+
+
+def test_compiled_graphs_persist_in_a_cache_folder_of_their_own(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    assert compile_cache_dir() == tmp_path / ".cache" / "pfadseg" / "inductor"
+    maybe_compile(torch.nn.Identity(), enabled=True)
+    assert os.environ[COMPILE_CACHE_ENV] == str(tmp_path / ".cache" / "pfadseg" / "inductor"), "inductor reads it"
+    monkeypatch.setenv(COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from pfadseg.arch.adps import ADPS_FILE
 from pfadseg.arch.destseg import SEG_FILE, STUDENT_FILE
 from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.paths import Layout
+from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.synth.composer import BatchComposer
 from pfadseg.train.loop import WARMUP_STEPS
@@ -86,3 +88,38 @@ def test_graphed_steps_equal_eager_steps_on_cuda(
                                            msg=f"{name} {key}")
             else:
                 assert torch.equal(other, value), f"{name} {key}"
+
+
+def _train_adps(tiny_config: Callable[..., Config], *overrides: str) -> dict[str, torch.Tensor]:
+    """ADPS's joint step over 3 epochs of 2 iterations, its lr decayed at epoch 2: a graph captured, then again."""
+    cfg = tiny_config(*OFFLINE, *ADPS_RUN, *overrides)
+    TRAIN_ADPS.invoke(cfg, Layout(), "bottle", 0, progress=False)
+    return load_model_file(Layout().model("bottle", 0, ADPS_FILE.name), ADPS_FILE.format)["state_dict"]
+
+
+ADPS_RUN = ("model.arch=adps", "model.adps.k=2", "train.adps.epochs=3", "train.adps.milestones=[2]",
+            "train.adps.batch_size=4", "data.synthetic.n_train=8", "train.checkpoint_every=100")
+
+
+def test_without_cuda_adps_trains_eagerly_with_identical_weights(
+        workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    eager = _train_adps(tiny_config, "train.cuda_graphs=false")
+    _fresh_run()
+    graphs = _train_adps(tiny_config, "train.cuda_graphs=true")
+    assert eager.keys() == graphs.keys() and all(torch.equal(eager[k], graphs[k]) for k in eager)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_adps_steps_equal_eager_steps_across_a_milestone_on_cuda(
+        workspace: Path, tiny_config: Callable[..., Config]) -> None:
+    cuda = ("train.device=cuda", "train.amp=false", "train.channels_last=true")
+    eager = _train_adps(tiny_config, *cuda, "train.cuda_graphs=false")
+    _fresh_run()
+    graphs = _train_adps(tiny_config, *cuda, "train.cuda_graphs=true")
+    for key, value in eager.items():
+        if value.is_floating_point():
+            scale = max(1.0, float(value.abs().max()))
+            torch.testing.assert_close(graphs[key], value, rtol=1e-4, atol=1e-4 * scale, msg=key)
+        else:
+            assert torch.equal(graphs[key], value), key
