@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
+from pfadseg.errors import PfadsegError
 from pfadseg.fsio import atomic_path
 
 
-class ArtifactError(ValueError):
+class ArtifactError(PfadsegError, ValueError):
     """A model file that is missing, unreadable or of the wrong kind."""
 
 

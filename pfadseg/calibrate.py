@@ -37,6 +37,7 @@ from torch import nn
 
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast
+from pfadseg.errors import PfadsegError
 from pfadseg.evaluate import ScoreRule
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
@@ -51,7 +52,7 @@ PIXEL_BITS = 16  # pixel cuts on a grid of 2^-PIXEL_BITS
 MAX_DRAWS_FACTOR = 20  # give up when the bank yields fewer than 1 non-empty mask in this many draws
 
 
-class CalibrationError(ValueError):
+class CalibrationError(PfadsegError, ValueError):
     """Calibration that cannot run (bad arguments, a bank without anomalies, a broken model)."""
 
 

@@ -12,13 +12,30 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from pfadseg.config import DEFAULT_PARAMS, Config, ConfigError, load_config
+from pfadseg.config import DEFAULT_PARAMS, Config, load_config
+from pfadseg.errors import MissingFileError, PfadsegError, UsageError
 from pfadseg.paths import Layout
 from pfadseg.pipeline.entry import StageDef
 
+
+class _Commands(TyperGroup):
+    """The one place where a command's :class:`pfadseg.errors.PfadsegError` becomes one line on stderr: exit status 2
+    for a params error, 1 for any other; every other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PfadsegError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(exc.exit_status) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="PFADSeg / DeSTSeg anomaly detection: data, anomaly bank, training, evaluation, reports.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -53,16 +70,7 @@ def _setup_logging() -> None:
 
 def _config(params: Path, overrides: list[str] | None) -> Config:
     _setup_logging()
-    try:
-        return load_config(params, overrides or ())
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1) from None
+    return load_config(params, overrides or ())
 
 
 def _run_stage(stage: StageDef, params: Path, overrides: list[str] | None, *args: Any) -> None:
@@ -70,10 +78,7 @@ def _run_stage(stage: StageDef, params: Path, overrides: list[str] | None, *args
     cfg = _config(params, overrides)
     if stage.per_run and args[1] is None:
         args = (args[0], cfg.seeds[0])
-    try:
-        stage.invoke(cfg, Layout(), *args)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    stage.invoke(cfg, Layout(), *args)
 
 
 @app.command()
@@ -111,10 +116,7 @@ def download(
     else:
         cfg = _config(params, [*(set_ or []), "data.textures=dtd"])
         run = acquire_textures
-    try:
-        run(cfg, Layout(), archive=archive, url=url, sha256=sha256)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    run(cfg, Layout(), archive=archive, url=url, sha256=sha256)
 
 
 @app.command("synth-data")
@@ -178,7 +180,7 @@ def graph(
     cfg = _config(params, set_)
     if check:
         if problem := graph_problem(cfg, Path.cwd()):
-            _fail(ValueError(problem))
+            raise UsageError(problem)
         typer.echo("dvc.yaml is up to date")
         return
     typer.echo(f"written: {write_graph(cfg, Path.cwd())} (model.arch={cfg.model.arch})")
@@ -191,7 +193,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        _fail(ValueError(f"{option} {text!r}: give comma-separated integers, e.g. {option} 1,7"))
+        raise UsageError(f"{option} {text!r}: give comma-separated integers, e.g. {option} 1,7") from None
 
 
 @app.command()
@@ -216,14 +218,11 @@ def ablate(
     overrides = [*(set_ or ()), *([f"seeds=[{seeds}]"] if seeds else [])]
     _config(params, overrides)  # a bad value stops here, before DVC touches anything
     if jobs is not None and jobs < 1:
-        _fail(ValueError(f"--jobs {jobs}: give at least 1 worker"))
+        raise UsageError(f"--jobs {jobs}: give at least 1 worker")
     if per_gpu < 1:
-        _fail(ValueError(f"--per-gpu {per_gpu}: give at least 1 worker per GPU"))
-    try:
-        plan = plan_grid(_int_list(rows, "--rows"), adps=adps, extra_overrides=overrides)
-        missing = run_grid(Layout(), plan, run=run, jobs=jobs, per_gpu=per_gpu, push=push, pull=pull)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        raise UsageError(f"--per-gpu {per_gpu}: give at least 1 worker per GPU")
+    plan = plan_grid(_int_list(rows, "--rows"), adps=adps, extra_overrides=overrides)
+    missing = run_grid(Layout(), plan, run=run, jobs=jobs, per_gpu=per_gpu, push=push, pull=pull)
     if missing:
         typer.echo(f"rows not run: {', '.join(map(str, missing))}")
 
@@ -237,10 +236,7 @@ def experiment(
     from pfadseg.pipeline.ablate import run_experiment
 
     _setup_logging()
-    try:
-        run_experiment(Layout(), name, set_ or (), capture=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    run_experiment(Layout(), name, set_ or (), capture=False)
 
 
 @app.command()
@@ -251,10 +247,7 @@ def profile(name: Annotated[str, typer.Argument(help="A profile in profiles/ (de
     from pfadseg.config import profile_overrides
 
     path = Path(name) if Path(name).suffix else Path("profiles") / f"{name}.yaml"
-    try:
-        overrides = profile_overrides(path)
-    except ConfigError as exc:
-        _fail(exc)
+    overrides = profile_overrides(path)
     typer.echo(" ".join(f"-S {shlex.quote(o)}" for o in overrides))
 
 
@@ -272,17 +265,14 @@ def demo(
 
     _setup_logging()
     if missing := [name for name in ("params.yaml", "dvc.yaml", "profiles/demo.yaml") if not Path(name).is_file()]:
-        _fail(FileNotFoundError(f"{Path.cwd()} lacks {', '.join(missing)}: run `pfadseg demo` from the pfadseg "
-                                "project root (the folder with params.yaml and dvc.yaml)"))
-    try:
-        make_workspace(Path.cwd(), workdir, profile_overrides(Path("profiles/demo.yaml")))
-        run_dvc(workdir, "repro", capture=False)
-        commit_all(workdir, "demo baseline results")  # dvc exp show then compares experiments with them
-        if ablation:
-            reduced = profile_overrides(Path("profiles/demo-ablation.yaml"))
-            run_grid(Layout(workdir), plan_grid(adps=True, extra_overrides=reduced))
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        raise MissingFileError(f"{Path.cwd()} lacks {', '.join(missing)}: run `pfadseg demo` from the pfadseg "
+                               "project root (the folder with params.yaml and dvc.yaml)")
+    make_workspace(Path.cwd(), workdir, profile_overrides(Path("profiles/demo.yaml")))
+    run_dvc(workdir, "repro", capture=False)
+    commit_all(workdir, "demo baseline results")  # dvc exp show then compares experiments with them
+    if ablation:
+        reduced = profile_overrides(Path("profiles/demo-ablation.yaml"))
+        run_grid(Layout(workdir), plan_grid(adps=True, extra_overrides=reduced))
     typer.echo(f"demo finished: {workdir / 'reports'} (tables.md{', ablation.md' if ablation else ''}, figures/)")
 
 
@@ -307,13 +297,10 @@ def predict(
     from pfadseg.predict import load_predictor
 
     _setup_logging()
-    try:
-        predictor = load_predictor(model, device=device, threshold=threshold, pixel_threshold=pixel_threshold,
-                                   teacher_weights=teacher)
-        report = predictor.predict(inputs, out, batch_size=batch_size,
-                                   max_pixels=MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    predictor = load_predictor(model, device=device, threshold=threshold, pixel_threshold=pixel_threshold,
+                               teacher_weights=teacher)
+    report = predictor.predict(inputs, out, batch_size=batch_size,
+                               max_pixels=MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
     typer.echo(f"{report.n_ok} image(s) scored, {report.n_anomalous} anomalous -> {report.csv_path}")
     if report.failed:  # each one was logged with its path and reason as it happened
         typer.secho(f"{len(report.failed)} image(s) failed: see the warnings above or the error column of "
@@ -335,19 +322,16 @@ def export(
     opset: int = 17,
 ) -> None:
     """One ONNX graph: normalised image -> anomaly map and image score, verified against PyTorch (pip: .\\[export])."""
-    from pfadseg.export import export_predictor, verify_onnx
+    from pfadseg.export import ExportError, export_predictor, verify_onnx
     from pfadseg.predict import load_predictor
 
     _setup_logging()
-    try:
-        predictor = load_predictor(model, device="cpu", threshold=threshold, require_threshold=False)
-        export_predictor(predictor, out, opset=opset)
-        diff = verify_onnx(out, predictor.detector, image_size=predictor.image_size, top_k=predictor.top_k)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    predictor = load_predictor(model, device="cpu", threshold=threshold, require_threshold=False)
+    export_predictor(predictor, out, opset=opset)
+    diff = verify_onnx(out, predictor.detector, image_size=predictor.image_size, top_k=predictor.top_k)
     worst = max(diff.values())
     if worst > 1e-4:
-        _fail(RuntimeError(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)"))
+        raise ExportError(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)")
     typer.echo(f"{format_.value} written to {out} (max difference to PyTorch {worst:.1e})")
 
 
@@ -394,10 +378,7 @@ def bench_gpu_check_cmd(
     from pfadseg.pipeline.gpu_check import gpu_check
 
     cfg = _config(params, set_)
-    try:
-        gpu_check(cfg, device=device, out=out, tiny=tiny, compile_=compile_, compile_budget_s=compile_budget)
-    except (OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    gpu_check(cfg, device=device, out=out, tiny=tiny, compile_=compile_, compile_budget_s=compile_budget)
 
 
 @bench_app.command("synth")
@@ -461,7 +442,7 @@ def bench_train_cmd(
 
     variants = tuple(variant or VARIANTS)
     if unknown := [v for v in variants if v not in VARIANTS]:
-        _fail(ValueError(f"--variant {unknown[0]}: use one of {', '.join(VARIANTS)}"))
+        raise UsageError(f"--variant {unknown[0]}: use one of {', '.join(VARIANTS)}")
     results = bench_train(_config(params, set_), image_size=image_size, batch_size=batch_size,
                           iterations=iterations, device=device, reference=reference, profile=profile,
                           variants=variants)

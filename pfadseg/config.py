@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from pfadseg.data.categories import KSDD2_CATEGORY, MVTEC_CATEGORIES
+from pfadseg.errors import PfadsegError
 
 DEFAULT_PARAMS = Path("params.yaml")
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ CATEGORY_FORBIDDEN = ("/", "\\", "'", "@")
 STUDENT_SAFE_BATCH = 3
 
 
-class ConfigError(ValueError):
+class ConfigError(PfadsegError, ValueError):
     """A params file or override that cannot be used; the message names the key."""
+
+    exit_status = 2
 
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict[str, Any]:
@@ -268,7 +271,7 @@ class SegTrainConfig:
 
 @dataclass(frozen=True)
 class ADPSTrainConfig:
-    """ADPS joint training (adps-method.md 3-5): one stage trains student and post-segmentation module."""
+    """ADPS joint training (ADPS Sec. III-IV): one stage trains student and post-segmentation module."""
 
     epochs: int = num(1)
     batch_size: int = num(2)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from pfadseg.config import TrainConfig
+from pfadseg.errors import UsageError
 from pfadseg.models.fold import fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         return claim_free_gpu() if torch.cuda.device_count() > 1 else torch.device("cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
+        raise UsageError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
 
 
@@ -57,7 +58,7 @@ def jobs_per_gpu() -> int:
     """How many pfadseg processes may claim one GPU: ``$PFADSEG_JOBS_PER_GPU``, default 1."""
     value = os.environ.get(PER_GPU_ENV, "1")
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{PER_GPU_ENV}={value!r}: give a whole number of processes per GPU, 1 or more")
+        raise UsageError(f"{PER_GPU_ENV}={value!r}: give a whole number of processes per GPU, 1 or more")
     return int(value)
 
 

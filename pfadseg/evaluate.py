@@ -1,4 +1,4 @@
-"""Test-set inference -> anomaly maps of both branches -> metrics (destseg-protocol.md 4.1-4.3)."""
+"""Test-set inference -> anomaly maps of both branches -> metrics (as DeSTSeg's eval.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ BRANCHES = ("seg", "dest")  # the segmentation output (DeSTSeg/PFADSeg) and the 
 
 @dataclass(frozen=True)
 class ScoreRule:
-    """Image score from an anomaly map: top-k mean (DeSTSeg, protocol 4.2) or, with ``sigma``, the max of
+    """Image score from an anomaly map: top-k mean (DeSTSeg's eval.py) or, with ``sigma``, the max of
     the Gaussian-smoothed map (ADPS Algorithm 1)."""
 
     top_k: int

@@ -34,6 +34,7 @@ from torch import nn
 
 from pfadseg import __version__
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
+from pfadseg.errors import PfadsegError
 from pfadseg.fsio import atomic_path
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ DEFAULT_OPSET = 17
 INSTALL_HINT = "pip install 'pfadseg[export]' (i.e. pip install onnx onnxruntime)"
 
 
-class ExportError(RuntimeError):
+class ExportError(PfadsegError, RuntimeError):
     """Export that cannot run: a missing optional dependency or a graph that does not match PyTorch."""
 
 

@@ -12,8 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pfadseg.errors import MissingFileError, PfadsegError
 
-class WriteError(OSError):
+
+class ReadError(PfadsegError, ValueError):
+    """A file whose content pfadseg cannot read (e.g. malformed JSON); the message names it."""
+
+
+class WriteError(PfadsegError, OSError):
     """A file could not be written: one line naming the destination and the OS's reason (``errno`` is the OS's)."""
 
 
@@ -98,6 +104,6 @@ def read_json(path: Path | str) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found") from None
+        raise MissingFileError(f"{path}: not found") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise ReadError(f"{path}: not valid JSON ({exc})") from None

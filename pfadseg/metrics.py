@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics of the DeSTSeg/PFADSeg protocol, exact and fast (destseg-protocol.md 4.2-4.3).
+"""Anomaly-detection metrics of the DeSTSeg/PFADSeg protocol, exact and fast (DeSTSeg's eval.py, model/metrics.py).
 
 Every pixel metric is computed from two sorted arrays: the background scores (one ``np.sort``, the only
 pass over all pixels) and the scores of the anomalous pixels (few, sorted with their region ids). Counts at
@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from pfadseg.errors import PfadsegError
+
 log = logging.getLogger(__name__)
 
 AUPRO_MODES = ("mvtec", "destseg")
@@ -31,13 +33,13 @@ IOI_THRESH = 0.5  # DeSTSeg IAPS: instance score at index floor(0.5 n) of its sc
 IAP_RECALL = 0.9  # DeSTSeg IAPS recall_thresh: IAP@90
 CURVE_POINTS = 300  # points per curve handed to the report (evaluate_maps(curves=True))
 _TORCH_F32_EPS = float(np.finfo(np.float32).eps)  # the eps of anomalib's float32 interp1d
-# The per-image connected components of destseg-protocol.md 4.3 step 2: 3x3 ones (8-connectivity) in each
+# The per-image connected components of DeSTSeg's and MVTec's metric code: 3x3 ones (8-connectivity) in each
 # image, nothing across images.
 _EIGHT_CONNECTED_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
 _EIGHT_CONNECTED_PER_IMAGE[1] = True
 
 
-class MetricsError(ValueError):
+class MetricsError(PfadsegError, ValueError):
     """Maps or masks on which the metrics are undefined or would be wrong; the message says why."""
 
 
@@ -73,7 +75,7 @@ def _check_binary(values: Any, what: str) -> np.ndarray:
 
 
 def _check_inputs(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Checked maps and masks of one N x H x W shape, the evaluation size (destseg-protocol.md 4.1)."""
+    """Checked maps and masks of one N x H x W shape, the evaluation size (256 in DeSTSeg's eval.py)."""
     maps = _check_maps(maps)
     masks = _check_binary(masks, "ground-truth masks")
     if masks.shape != maps.shape:
@@ -101,7 +103,7 @@ def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def _count_at_least(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Exact int64 count of elements >= each threshold in an ascending array (metrics-and-dvc.md 5.3)."""
+    """Exact int64 count of elements >= each threshold in an ascending array (float32 counts stop at 2**24)."""
     return sorted_values.size - np.searchsorted(sorted_values, thresholds, side="left").astype(np.int64)
 
 
@@ -219,7 +221,7 @@ def _labels_defined(labels: np.ndarray) -> bool:
 
 
 def image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
-    """Image score = mean of the top-k pixels of each map, float64 (destseg-protocol.md 4.2)."""
+    """Image score = mean of the top-k pixels of each map, float64 (DeSTSeg's eval.py)."""
     return _image_scores(_check_maps(maps), top_k)
 
 
@@ -267,13 +269,13 @@ def image_level(scores: np.ndarray, labels: np.ndarray, *, curves: bool = False)
 
 
 def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
-    """Pixel AUROC over all pixels of the test set, exact thresholds (destseg-protocol.md 4.3)."""
+    """Pixel AUROC over all pixels of the test set, exact thresholds (as DeSTSeg's torchmetrics AUROC)."""
     px = _sort_pixels(*_check_inputs(maps, masks))
     return _auroc(_thresholds(px.neg, px.pos))
 
 
 def pixel_ap(maps: np.ndarray, masks: np.ndarray) -> float:
-    """Pixel AP over all pixels, step-wise (average_precision_score semantics; destseg-protocol.md 4.3)."""
+    """Pixel AP over all pixels, step-wise (average_precision_score semantics, as DeSTSeg's torchmetrics)."""
     px = _sort_pixels(*_check_inputs(maps, masks))
     return _average_precision(_thresholds(px.neg, px.pos))
 
@@ -282,7 +284,7 @@ def pixel_ap(maps: np.ndarray, masks: np.ndarray) -> float:
 
 
 def _cut_at(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """Curve cut at x = limit (interpolated): its area is MVTec's trapezoid(x_max) (metrics-and-dvc.md 2)."""
+    """Curve cut at x = limit (interpolated): its area is MVTec's trapezoid(x_max) (generic_util.py)."""
     ins = int(np.searchsorted(x, limit, side="right"))  # x[:ins] <= limit
     if x[ins - 1] == limit:
         return x[:ins], y[:ins]
@@ -291,7 +293,7 @@ def _cut_at(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.
 
 
 def _pro_curve_mvtec(px: _Pixels, th: _Thresholds) -> tuple[np.ndarray, np.ndarray]:
-    """MVTec compute_pro: OK-pixel FPR vs mean region overlap, ties merged (metrics-and-dvc.md 2)."""
+    """MVTec compute_pro: OK-pixel FPR vs mean region overlap, ties merged (MVTec's pro_curve_util.py)."""
     # Only anomalous scores change the PRO, so the polyline through the points just above and at each of them
     # is the whole curve: the thresholds of background pixels alone only add collinear points.
     weights_desc = (1.0 / px.region_sizes[px.pos_region])[::-1]
@@ -308,7 +310,7 @@ def _aupro_mvtec(px: _Pixels, th: _Thresholds, limit: float) -> tuple[float, np.
 
 
 def aupro_mvtec(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
-    """AUPRO up to ``fpr_limit`` by the MVTec AD evaluation code's exact algorithm (metrics-and-dvc.md 2)."""
+    """AUPRO up to ``fpr_limit`` by the MVTec AD evaluation code's exact algorithm (pro_curve_util.py)."""
     px = _sort_pixels(*_check_inputs(maps, masks))
     return _aupro_mvtec(px, _thresholds(px.neg, px.pos), _check_limit(fpr_limit))[0]
 
@@ -358,7 +360,7 @@ def _allclose(a: float, b: float) -> bool:
 
 
 def _aupro_destseg(px: _Pixels, th: _Thresholds, limit: float) -> tuple[float, np.ndarray, np.ndarray]:
-    """anomalib-0.4 AUPRO as copied by DeSTSeg (destseg-protocol.md 4.3 AUPRO, metrics-and-dvc.md 3.1)."""
+    """anomalib-0.4 AUPRO as copied by DeSTSeg (model/metrics.py; anomalib 0.4 anomalib/utils/metrics/aupro.py)."""
     # Region r's ROC runs over background U region r: (0, 0), then one point per distinct score, descending.
     # Its FP counts come from the background alone, so its points are the distinct background scores (shared
     # counts ``fp``) with the region's own scores inserted, each repeating the FP count before it. Each curve
@@ -454,7 +456,7 @@ def _iap(px: _Pixels) -> tuple[float, float]:
 
 
 def iap(maps: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
-    """(IAP, IAP@90) exactly as DeSTSeg's IAPS, quirks included (destseg-protocol.md 4.3)."""
+    """(IAP, IAP@90) exactly as DeSTSeg's IAPS, quirks included (DeSTSeg's model/metrics.py)."""
     return _iap(_sort_pixels(*_check_inputs(maps, masks)))
 
 
@@ -472,7 +474,7 @@ def evaluate_maps(
     scores: np.ndarray | None = None,
     curves: bool = False,
 ) -> dict[str, Any]:
-    """All metrics of one category's test set (destseg-protocol.md 4.2-4.3); pixels are sorted only once.
+    """All metrics of one category's test set (as DeSTSeg's eval.py); pixels are sorted only once.
 
     ``maps`` N x H x W float, ``masks`` N x H x W bool at the evaluation size. The keyword defaults are
     conveniences of this function only: pipeline callers pass ``EvalConfig.top_k``, ``.aupro_mode`` and

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from pfadseg.config import Config
 from pfadseg.data.images import MAX_IMAGE_PIXELS, ImageReadError, normalize, read_rgb, to_tensor
 from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
+from pfadseg.errors import MissingFileError, PfadsegError
 from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
 from pfadseg.runs import TrainedRun
@@ -74,7 +75,7 @@ BAND_PIXELS = 1 << 18  # pixels per band of rows in which the outputs are comput
 PNG_COMPRESSION = 6  # zlib level, Pillow's default
 
 
-class PredictError(ValueError):
+class PredictError(PfadsegError, ValueError):
     """A model or an argument that prediction cannot use; the message says what to do."""
 
 
@@ -216,7 +217,7 @@ def collect_inputs(inputs: Sequence[Path | str], out_dir: Path | str | None = No
             anchors.append(resolved.parent)
             files.append(resolved)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            raise MissingFileError(f"{item}: no such file or folder")
     files = list(dict.fromkeys(files))  # each file once, first occurrence order
     if not files:
         return []

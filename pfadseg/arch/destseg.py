@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
+from pfadseg.artifacts import ArtifactError
 from pfadseg.config import Backbone, Config, select_params
 from pfadseg.device import prepare_module
 from pfadseg.evaluate import ScoreRule
@@ -83,7 +84,7 @@ class DeSTSegFamily(Architecture):
             return
         trained, wanted = select_params(stored, SWITCHES), select_params(cfg, SWITCHES)
         if trained != wanted:
-            raise ValueError(f"{path}: trained with {trained}, but params.yaml gives {wanted}; "
+            raise ArtifactError(f"{path}: trained with {trained}, but params.yaml gives {wanted}; "
                              "retrain the segmentation net")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pfadseg.arch.adps import ADPS
 from pfadseg.arch.base import Architecture
 from pfadseg.arch.destseg import DESTSEG
+from pfadseg.errors import UsageError
 
 ARCHITECTURES: dict[str, Architecture] = {arch.name: arch for arch in (DESTSEG, ADPS)}
 
@@ -18,7 +19,7 @@ def architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"model.arch: unknown architecture {name!r}; use one of {', '.join(ARCHITECTURES)}") \
+        raise UsageError(f"model.arch: unknown architecture {name!r}; use one of {', '.join(ARCHITECTURES)}") \
             from None
 
 

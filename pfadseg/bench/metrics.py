@@ -1,6 +1,6 @@
 """`pfadseg bench metrics`: all metrics of one category vs a straightforward per-threshold implementation.
 
-The straightforward side is what evaluation code commonly does (destseg-protocol.md 4.3): scikit-learn for
+The straightforward side is what evaluation code commonly does (cf. DeSTSeg's model/metrics.py): scikit-learn for
 AUROC and AP over all pixels, a 200-threshold loop for the MVTec AUPRO, DeSTSeg's per-instance loop for IAP
 and one scikit-learn ROC per region for the destseg AUPRO. Both run in the same process on the same data.
 """

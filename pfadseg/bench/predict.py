@@ -32,6 +32,7 @@ import torch
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.errors import RunError, UsageError
 from pfadseg.models.build import build_teacher
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.predict import BAND_PIXELS, PngWriter, predict
@@ -92,9 +93,9 @@ def bench_predict(
     modes = tuple(amp_modes) if amp_modes is not None else default_amp_modes(dev)
     for mode in modes:
         if mode not in ("fp32", "bf16"):
-            raise ValueError(f"amp mode {mode!r}: use fp32 or bf16")
+            raise UsageError(f"amp mode {mode!r}: use fp32 or bf16")
         if mode == "bf16" and dev.type != "cuda" and not cfg.train.accelerator_path_on_cpu:
-            raise ValueError("bf16 autocast is used on CUDA only (on the CPU with train.accelerator_path_on_cpu)")
+            raise UsageError("bf16 autocast is used on CUDA only (on the CPU with train.accelerator_path_on_cpu)")
     top_k = min(cfg.eval.top_k, image_size * image_size)
     generator = torch_generator(cfg.seed, "bench-predict")
     results: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev), "image_size": image_size,
@@ -170,7 +171,7 @@ def _predict_peak_rss(cfg: Config, image: Path, pixels: int, out_dir: Path, devi
                      image_threshold=0.5, pixel_threshold=0.5, batch_size=1, device=dev, amp=False,
                      max_pixels=pixels, progress=False)
     if report.failed:
-        raise RuntimeError(report.failed[0][1])
+        raise RunError(report.failed[0][1])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
@@ -181,7 +182,7 @@ def bench_predict_memory(cfg: Config, *, size: int = 12000, device: str = "auto"
     size, each in a fresh process (so one peak cannot hide the other); print them and the per-pixel difference."""
     small = cfg.data.image_size
     if size <= small:
-        raise ValueError(f"--size must exceed data.image_size ({small}), the comparison image, got {size}")
+        raise UsageError(f"--size must exceed data.image_size ({small}), the comparison image, got {size}")
     device = str(resolve_device(device))
     peaks: dict[int, int] = {}
     with tempfile.TemporaryDirectory(prefix="pfadseg-bench-memory-") as tmp:

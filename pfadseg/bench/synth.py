@@ -1,7 +1,7 @@
-"""Benchmark: per-sample DeSTSeg-style synthesis vs bank + on-device composer (destseg-protocol.md 1.3, 1.4).
+"""Benchmark: per-sample DeSTSeg-style synthesis vs bank + on-device composer (DeSTSeg's MVTecDataset).
 
 Both paths make the same thing per sample (rotated normal image, Perlin mask, blended texture, ImageNet
-normalisation) for each rotation group of protocol 1.3; they are timed in alternating rounds of one run,
+normalisation) for each rotation group of DeSTSeg's train.py; they are timed in alternating rounds of one run,
 after a warm-up, with torch's thread count left at the machine default, and each path's rate is that of its
 best round (load from other processes only ever adds time). One comparison excludes image decoding from both
 (the composer gets decoded images once per run; the reference is handed decoded arrays); the other adds what
@@ -27,6 +27,7 @@ from pfadseg.config import Config
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import image_files
 from pfadseg.device import resolve_device
+from pfadseg.errors import MissingFileError
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank, list_textures
 from pfadseg.synth.composer import AugmentGroup, BatchComposer, compose_sample_reference
@@ -133,7 +134,7 @@ def bench_synth(
         for folder, files, what in ((textures_dir, texture_files, "<class>/<image> texture folders (DTD's images/)"),
                                     (images_dir, train_files, "images")):
             if not files:
-                raise FileNotFoundError(f"{folder}: no {what} found")
+                raise MissingFileError(f"{folder}: no {what} found")
         stats = build_bank(cfg, textures_dir, Path(tmp) / "bank", progress=False)
         bank = AnomalyBank.load(Path(tmp) / "bank", cfg)
         images = np.stack([load_image(p, image_size) for p in train_files])

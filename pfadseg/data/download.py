@@ -1,4 +1,4 @@
-"""Archive download with resume and sha256 verification, and safe extraction (metrics-and-dvc.md 6.1, 6.2)."""
+"""Archive download with resume and sha256 verification, and safe extraction (cf. anomalib's data/utils/download.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from urllib.request import Request, urlopen
 from tqdm import tqdm
 
 from pfadseg.config import ArchiveConfig, ArchiveLimitsConfig
+from pfadseg.errors import PfadsegError
 from pfadseg.fsio import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ GIB = 1 << 30
 LIMITS_KEY = "data.archive_limits"  # the params that bound extraction, named in errors
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PfadsegError, RuntimeError):
     """A download, checksum or archive problem; the message says what to do about it."""
 
 

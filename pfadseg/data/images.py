@@ -1,4 +1,4 @@
-"""Image and mask reading per the DeSTSeg protocol (destseg-protocol.md 1.2 and 1.5), and normalisation.
+"""Image and mask reading per the DeSTSeg protocol (its data/mvtec_dataset.py), and normalisation.
 
 Every image the project reads (datasets, textures, ``predict``) goes through :func:`read_rgb`: EXIF orientation
 applied, 16-bit and float images scaled to 8 bit, images under ``MIN_IMAGE_SIDE`` px rejected; ordinary 8-bit
@@ -25,6 +25,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from pfadseg.data.layout import CategoryFiles, mask_size_error, scan_category, upright_size
+from pfadseg.errors import PfadsegError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ UINT16_MAX = 65535
 Image.MAX_IMAGE_PIXELS = None  # Pillow's decompression-bomb check: open_image's max_pixels replaces it
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PfadsegError, ValueError):
     """An image or mask file that cannot be decoded (missing, unreadable, truncated) or used (too large or small,
     odd range)."""
 
@@ -108,7 +109,7 @@ def read_rgb(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 ``size`` x ``size`` x 3: :func:`read_rgb`, PIL bilinear squash-resize (protocol 1.2)."""
+    """RGB uint8 ``size`` x ``size`` x 3: :func:`read_rgb`, PIL bilinear squash-resize (as DeSTSeg)."""
     image = read_rgb(path).resize((size, size), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8).copy()
 
@@ -147,7 +148,7 @@ def load_images(paths: Sequence[Path], size: int, *, workers: int | None = None)
 class TestSet:
     """One category's test set at the evaluation size.
 
-    ``labels`` come from the resized masks (any pixel set, protocol 1.5); ``folder_labels`` from the folders.
+    ``labels`` come from the resized masks (any pixel set, as DeSTSeg's eval.py); ``folder_labels`` from the folders.
     """
 
     __test__ = False  # not a pytest test class

@@ -1,4 +1,4 @@
-"""KolektorSDD2 (Bozic et al., 2021) converted to MVTec AD layout (adps-method.md 6).
+"""KolektorSDD2 (Bozic et al., 2021) converted to MVTec AD layout (for ADPS's experiments).
 
 The official zip holds ``train/`` and ``test/`` folders of ``<id>.png`` images with ``<id>_GT.png`` masks
 (any non-zero pixel is defect). The unsupervised protocol trains on the defect-free training images only and

@@ -1,4 +1,4 @@
-"""MVTec-layout discovery and validation, dataset manifests, and DTD-layout texture folders (protocol 1.1)."""
+"""MVTec-layout discovery and validation, dataset manifests, and DTD-layout texture folders."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from PIL import ExifTags, Image
 
 from pfadseg.data.categories import MVTEC_CATEGORIES, MVTEC_TOTALS, MVTEC_TRAIN_COUNTS
+from pfadseg.errors import PfadsegError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 GOOD = "good"
@@ -18,7 +19,7 @@ SEARCH_DEPTH = 4
 TRANSPOSED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
-class LayoutError(ValueError):
+class LayoutError(PfadsegError, ValueError):
     """A dataset folder that does not follow the expected layout; the message names the path."""
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from pfadseg.config import ProceduralTexturesConfig, SyntheticDataConfig
 from pfadseg.data.categories import GRAYSCALE_CATEGORIES, MVTEC_CATEGORIES
+from pfadseg.errors import UsageError
 from pfadseg.fsio import atomic_dir
 from pfadseg.seeding import numpy_rng
 
@@ -504,11 +505,11 @@ def _write_category(folder: Path, category: str, cfg: SyntheticDataConfig) -> di
 def make_synthetic_mvtec(root: Path, categories: list[str], cfg: SyntheticDataConfig) -> dict[str, Any]:
     """Write a procedural dataset in MVTec AD layout for ``categories`` at ``root`` (replaced atomically)."""
     if cfg.image_size < MIN_SIZE:
-        raise ValueError(f"data.synthetic.image_size: procedural defects need at least {MIN_SIZE} px, "
+        raise UsageError(f"data.synthetic.image_size: procedural defects need at least {MIN_SIZE} px, "
                          f"got {cfg.image_size}")
     unknown = [c for c in categories if c not in MVTEC_CATEGORIES]
     if unknown:
-        raise ValueError(f"{unknown}: no procedural look for these; synthetic data covers only the MVTec AD "
+        raise UsageError(f"{unknown}: no procedural look for these; synthetic data covers only the MVTec AD "
                          f"categories ({', '.join(MVTEC_CATEGORIES)})")
     with atomic_dir(root) as tmp:
         per_cat = {cat: _write_category(tmp / cat, cat, cfg) for cat in categories}

@@ -1,4 +1,4 @@
-"""ASPP of DeSTSeg's segmentation head (DeSTSeg §3.3, destseg-protocol.md §2.4); RCM in PFADSeg."""
+"""ASPP of DeSTSeg's segmentation head (DeSTSeg §3.3, its model/model_utils.py); RCM in PFADSeg."""
 
 from __future__ import annotations
 

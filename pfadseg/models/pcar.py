@@ -1,4 +1,4 @@
-"""PCAR: parallel convolutional attention recalibration (PFADSeg §3.2, as pfadseg-modules.md §4.3-4.4)."""
+"""PCAR: parallel convolutional attention recalibration (PFADSeg §3.2; our reading: docs/deviations.md)."""
 
 from __future__ import annotations
 

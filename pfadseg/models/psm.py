@@ -30,7 +30,7 @@ class UpBlock(nn.Module):
 class PostSegmentation(nn.Module):
     """[C1, C2, C3] -> softmax over 2 classes at the input size, channel 1 = anomaly (ADPS Sec. III, PSM).
 
-    Our plan (adps-method.md 2.2): P0 = C3; up-blocks 1, 2 take C2, C1 as skips; 3, 4 reach 1/2 and 1/1 without.
+    Our reading (docs/deviations.md): P0 = C3; up-blocks 1, 2 take C2, C1 as skips; 3, 4 reach 1/2 and 1/1 without.
     """
 
     def __init__(self, widths: Sequence[int], in_channels: Sequence[int] = (64, 128, 256)) -> None:

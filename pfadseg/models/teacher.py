@@ -1,5 +1,5 @@
-"""Frozen ImageNet teacher, layer1..layer3: ResNet-18 (DeSTSeg §3.1; destseg-protocol.md §2.1) or, for ADPS's
-backbone ablation, Wide-ResNet-50-2 (adps-method.md 1.2)."""
+"""Frozen ImageNet teacher, layer1..layer3: ResNet-18 (DeSTSeg §3.1; its model/destseg.py) or, for ADPS's
+backbone ablation, Wide-ResNet-50-2 (ADPS Table V)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torchvision.models import ResNet, ResNet18_Weights, WeightsEnum, Wide_ResNe
 
 from pfadseg.artifacts import load_problem
 from pfadseg.config import Backbone
+from pfadseg.errors import PfadsegError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ FEATURE_CHANNELS: dict[Backbone, tuple[int, int, int]] = {  # layer1..layer3 out
 _UNUSED_PREFIXES = ("layer4.", "fc.")  # in a full ResNet state dict, not in the teacher
 
 
-class TeacherWeightsError(RuntimeError):
+class TeacherWeightsError(PfadsegError, RuntimeError):
     """Teacher weights that are missing, corrupt or do not fit the backbone."""
 
 

@@ -12,7 +12,7 @@ def weight_mask(teacher_feat: torch.Tensor, student_feat: torch.Tensor,
     """Parameter-free WMB of one level (ADPS Sec. III, Weight Mask Block): C = (1 - W) * T, W = per-pixel cosine.
 
     T, S: B x c x h x w -> (C: B x c x h x w, W: B x 1 x h x w in [-1, 1]), both float32 (eps 1e-8).
-    ``detach_student`` stops the gradient from C into the student (adps-method.md 2.1, an open choice).
+    ``detach_student`` stops the gradient from C into the student (ADPS is silent; our option, docs/deviations.md).
     """
     if detach_student:
         student_feat = student_feat.detach()

@@ -20,6 +20,7 @@ from typing import Any
 
 from pfadseg.config import Config, load_config
 from pfadseg.device import PER_GPU_ENV
+from pfadseg.errors import RunError, UsageError
 from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
 from pfadseg.pipeline.graph import write_graph
@@ -56,7 +57,7 @@ def plan_grid(rows: Sequence[int] | None = None, *, adps: bool = False,
     table = variants()
     known = [v.row for v in table]
     if rows is not None and (unknown := sorted(set(rows) - set(known))):
-        raise ValueError(f"--rows {','.join(map(str, unknown))}: Table 4 has rows {known[0]} to {known[-1]}")
+        raise UsageError(f"--rows {','.join(map(str, unknown))}: Table 4 has rows {known[0]} to {known[-1]}")
     chosen = [v for v in table if rows is None or v.row in rows]
     plan = [Experiment(v.name, (*v.overrides, *extra_overrides)) for v in chosen]
     if adps:
@@ -240,5 +241,5 @@ def run_grid(layout: Layout, plan: Sequence[Experiment], *, run: bool = True, jo
         pull_experiments(layout, pull)
     missing = render_ablation_report(load_config(layout.root / "params.yaml"), layout)
     if failures:
-        raise RuntimeError("ablation: experiments that did not finish:\n  " + "\n  ".join(failures))
+        raise RunError("ablation: experiments that did not finish:\n  " + "\n  ".join(failures))
     return missing

@@ -1,4 +1,4 @@
-"""DVC stage ``bank``: the category-independent synthetic-anomaly bank (destseg-protocol.md 1.4)."""
+"""DVC stage ``bank``: the category-independent synthetic-anomaly bank (pfadseg.synth.bank)."""
 
 from __future__ import annotations
 

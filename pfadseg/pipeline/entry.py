@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pfadseg.config import DEFAULT_PARAMS, Config, ConfigError, load_config, scoped_config
+from pfadseg.errors import PfadsegError, UsageError
 from pfadseg.paths import Layout
 
 ITEM = Layout(Path("."))  # the layout with DVC's relative paths, for the deps and outs of dvc.yaml
@@ -55,23 +56,24 @@ class StageDef:
         if self.per_run:
             category, seed = args
             if category not in cfg.data.categories:
-                raise ValueError(f"category {category!r} is not in data.categories "
+                raise UsageError(f"category {category!r} is not in data.categories "
                                  f"({', '.join(cfg.data.categories)})")
             if seed not in cfg.seeds:
-                raise ValueError(f"seed {seed} is not in seeds {cfg.seeds}")
+                raise UsageError(f"seed {seed} is not in seeds {cfg.seeds}")
         return self.run(scoped_config(cfg, self.declared(cfg), self.name), layout, *args, **kwargs)
 
 
 def run_stage(stage: StageDef, argv: Sequence[str] | None = None, params: Path = DEFAULT_PARAMS) -> None:
     """Entry point of a ``stages/*.py`` script: ``stage.invoke`` with params.yaml and the command-line args.
 
-    Errors become one clear line on stderr and a non-zero exit code instead of a traceback.
+    A :class:`pfadseg.errors.PfadsegError` becomes one line on stderr and its exit status, as on the command line;
+    any other exception is a bug and keeps its traceback.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     args: tuple[Any, ...] = (argv[0], int(argv[1])) if stage.per_run else ()
     try:
         stage.invoke(load_config(params), Layout(), *args)
-    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
+    except PfadsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(exc.exit_status) from None

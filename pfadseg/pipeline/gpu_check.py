@@ -28,6 +28,7 @@ from pfadseg.bench.synth import bench_synth
 from pfadseg.bench.train import bench_train
 from pfadseg.config import Config, config_from_dict
 from pfadseg.device import resolve_device
+from pfadseg.errors import RunError
 from pfadseg.fsio import read_json, write_json
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
@@ -111,7 +112,7 @@ def packing(cfg: Config, device: str, *, image_size: int, batch_size: int, itera
             for proc in procs:
                 _, err = proc.communicate()
                 if proc.returncode:
-                    raise RuntimeError(f"gpu-check packing: a bench process failed: {err.strip()[-2000:]}")
+                    raise RunError(f"gpu-check packing: a bench process failed: {err.strip()[-2000:]}")
             runs = [read_json(out)["pfadseg"] for out in outputs]
             rows[str(count)] = {stage: sum(r[stage]["it_s"] for r in runs) for stage in ("student", "seg")}
     return rows

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from pfadseg.config import apply_overrides, config_from_dict, read_params
+from pfadseg.errors import RunError
 from pfadseg.pipeline.graph import write_graph
 from pfadseg.revision import record_source
 
@@ -69,5 +70,5 @@ def run_dvc(workspace: Path, *args: str, capture: bool = True,
                           capture_output=capture, check=False)
     if proc.returncode != 0:
         detail = f"\n{proc.stdout}\n{proc.stderr}" if capture else ""
-        raise RuntimeError(f"dvc {' '.join(args)} failed in {workspace} (exit {proc.returncode}){detail}")
+        raise RunError(f"dvc {' '.join(args)} failed in {workspace} (exit {proc.returncode}){detail}")
     return proc

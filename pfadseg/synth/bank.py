@@ -1,4 +1,4 @@
-"""The precomputed, category-independent synthetic-anomaly bank (destseg-protocol.md 1.4): build, load.
+"""The precomputed, category-independent synthetic-anomaly bank (DeSTSeg's data/data_utils.py masks): build, load.
 
 DeSTSeg draws a fresh Perlin mask and decodes a fresh DTD image for each of the ~112,000 samples a category
 sees in training (~30 ms of CPU each). The ``bank`` stage instead computes ``bank.n_masks`` masks and
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import scan_textures
+from pfadseg.errors import PfadsegError
 from pfadseg.fsio import atomic_dir, read_json, write_json
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.perlin import perlin_masks_with_exponents
@@ -55,7 +56,7 @@ _MASK_BLOCK = 256  # masks per generation step (progress granularity; part of th
 _TEXTURE_BLOCK = 64  # textures per augmentation step (likewise part of the draw order)
 
 
-class BankError(ValueError):
+class BankError(PfadsegError, ValueError):
     """A bank directory that is missing, corrupt or built with other params; the message names file or key."""
 
 
@@ -65,7 +66,7 @@ def bank_params(cfg: Config) -> dict[str, Any]:
 
 
 def list_textures(root: Path) -> list[Path]:
-    """All texture files of ``<root>/<class>/*.jpg`` (DTD's ``images/`` layout, protocol 1.1), sorted."""
+    """All texture files of ``<root>/<class>/*.jpg`` (DTD's ``images/`` layout, as DeSTSeg globs it), sorted."""
     return [path for files in scan_textures(root).values() for path in files]
 
 
@@ -79,7 +80,7 @@ def texture_selection(n_sources: int, n: int, rng: np.random.Generator) -> np.nd
 
 
 def _augment_textures_inplace(textures: np.ndarray, generator: torch.Generator, progress: bool) -> None:
-    """DRAEM's texture augmentation of uint8 M x S x S x 3 textures on the CPU (DeSTSeg uses none: protocol 1.4)."""
+    """DRAEM's texture augmentation of uint8 M x S x S x 3 textures on the CPU (DeSTSeg uses none)."""
     for lo in tqdm(range(0, len(textures), _TEXTURE_BLOCK), desc="bank texture augment", unit="block",
                    disable=not progress):
         block = torch.from_numpy(textures[lo : lo + _TEXTURE_BLOCK]).permute(0, 3, 1, 2)
@@ -97,7 +98,7 @@ def bank_fingerprint(masks: np.ndarray, textures: np.ndarray) -> str:
 
 
 def mask_statistics(coverage: np.ndarray, exponent_sum: np.ndarray) -> dict[str, Any]:
-    """Coverage statistics of a set of masks, comparable with protocol 1.4 step 8."""
+    """Coverage statistics of a set of masks, comparable between banks and with DeSTSeg's per-sample masks."""
     return {
         "mean_coverage": float(coverage.mean()),
         "empty_share": float((coverage == 0).mean()),
@@ -223,7 +224,7 @@ def transpose_packed_masks(packed: torch.Tensor, chunk: int = 256) -> torch.Tens
 
 @dataclass(frozen=True)
 class AnomalyBank:
-    """A loaded bank: memory-mapped packed masks and textures plus ``bank.json`` (protocol 1.4)."""
+    """A loaded bank: memory-mapped packed masks and textures plus ``bank.json``."""
 
     root: Path
     masks: np.ndarray

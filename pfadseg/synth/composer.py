@@ -1,18 +1,17 @@
-"""The on-device training batch: normal image rotation plus bank-drawn Perlin anomalies (destseg-protocol.md
-1.3 and 1.4).
+"""The on-device training batch: normal image rotation plus bank-drawn Perlin anomalies (as DeSTSeg's MVTecDataset).
 
 :class:`BatchComposer` makes a whole batch with a handful of tensor ops on the training device, drawing every
 random number from one seeded ``torch.Generator`` and never syncing with the host. Per sample it takes:
 
-* a training image, rotated per its category's group (protocol 1.3): none; U[-d, d]; or a uniform quarter
+* a training image, rotated per its category's group (DeSTSeg's train.py): none; U[-d, d]; or a uniform quarter
   turn then U[-d, d]; bilinear, no expansion, fill RGB (fill, fill, fill);
 * a bank mask under a random element of the 8 flips/90-degree rotations and a uniform cyclic offset. Both
   permute pixels, so the coverage of every draw, and thus the empty share and coverage distribution of
-  protocol 1.4 step 8, are exactly those of the bank. Deviation, documented: the offset makes the anomaly
+  the masks, are exactly those of the bank. Deviation, documented: the offset makes the anomaly
   position uniform over the image (DeSTSeg's zero-filled rotation corners move with it) and can split a blob
   that touched the border along a straight seam;
 * a bank texture, as stored: not rotated, flipped or otherwise augmented (as DeSTSeg);
-* a texture weight (opacity) beta ~ U(opacity_min, opacity_max] and the blend of protocol 1.4 step 7. The
+* a texture weight (opacity) beta ~ U(opacity_min, opacity_max] and the blend of DeSTSeg's perlin_noise. The
   blend is an affine combination per pixel and the ImageNet normalisation is affine per channel, so
   blending normalised images (as done here, to save passes) equals normalising the [0, 1]-space blend.
 
@@ -46,7 +45,7 @@ def blend(
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """I(1-M) + beta A M + (1-beta) I M for a binary M, as lerp(I, A, beta M) (protocol 1.4 step 7).
+    """I(1-M) + beta A M + (1-beta) I M for a binary M, as lerp(I, A, beta M) (DeSTSeg's/DRAEM's blend).
 
     Exactly I where M = 0. ``out`` may be ``texture`` itself (saves a buffer). An affine combination per
     pixel, the blend commutes with the per-channel ImageNet normalisation: normalised images can be blended.
@@ -75,13 +74,13 @@ def rotate_images(
 
     Sampling ``images - fill`` with zero padding and adding ``fill`` back is exactly bilinear sampling with a
     constant border of ``fill`` (a scalar or a per-channel 1 x C x 1 x 1 tensor). ``quarter_turns`` adds exact
-    90-degree turns (protocol 1.3).
+    90-degree turns (DeSTSeg's rotate_90).
     """
     return _sample_rotated(images - fill, degrees, quarter_turns).add_(fill)
 
 
 class BatchComposer:
-    """Synthetic-anomaly training batches composed on the device from a bank (protocol 1.3 and 1.4)."""
+    """Synthetic-anomaly training batches composed on the device from a bank (as DeSTSeg's MVTecDataset)."""
 
     def __init__(
         self,
@@ -259,7 +258,7 @@ def compose_sample_reference(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One sample the DeSTSeg way (PIL rotation, own Perlin mask, blend, normalise): CHW float32 arrays.
 
-    Returns ``(img_aug, img_origin, mask)`` shaped 3 x S x S, 3 x S x S, 1 x S x S (protocol 1.3, 1.4).
+    Returns ``(img_aug, img_origin, mask)`` shaped 3 x S x S, 3 x S x S, 1 x S x S (as DeSTSeg's MVTecDataset).
     """
     pil = Image.fromarray(image_uint8_hwc)
     if group != "none":

@@ -1,4 +1,4 @@
-"""DRAEM-recipe training batches for ADPS, composed on the device (DRAEM data_loader.py; adps-method.md 3).
+"""DRAEM-recipe training batches for ADPS, composed on the device (DRAEM data_loader.py; ADPS Sec. III-D).
 
 Per sample, as DRAEM's ``MVTecDRAEMTrainDataset``:
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pfadseg.config import ADPSTrainConfig, AugmentConfig, BankConfig, Config
+from pfadseg.errors import UsageError
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import Batch, BatchComposer, blend, make_composer, rotate_images
 from pfadseg.synth.texture_ops import augment_textures
@@ -44,7 +45,7 @@ class DraemComposer(BatchComposer):
         ``clean_probability``, ``rotate_probability`` and ``rotate_degrees``."""
         super().__init__(images, masks_packed, textures, "none", bank_cfg, augment, generator)
         if bank_cfg.texture_augment:
-            raise ValueError("bank.texture_augment: the DRAEM composer augments each texture draw itself; "
+            raise UsageError("bank.texture_augment: the DRAEM composer augments each texture draw itself; "
                              "build the bank with bank.texture_augment=false")
         self.clean_probability = adps.clean_probability
         self.rotate_probability = adps.rotate_probability

@@ -1,4 +1,4 @@
-"""Perlin anomaly masks exactly as DeSTSeg/DRAEM make them (destseg-protocol.md 1.4, steps 3-6).
+"""Perlin anomaly masks exactly as DeSTSeg/DRAEM make them (DeSTSeg's data/data_utils.py, DRAEM's perlin.py).
 
 Two implementations of the same distribution:
 
@@ -27,7 +27,7 @@ _CHUNK_PIXELS = 1 << 22
 
 
 def fade(t: np.ndarray) -> np.ndarray:
-    """Perlin's quintic fade 6t^5 - 15t^4 + 10t^3 (protocol 1.4 step 4)."""
+    """Perlin's quintic fade 6t^5 - 15t^4 + 10t^3 (DRAEM's rand_perlin_2d_np)."""
     return t * t * t * (t * (t * 6 - 15) + 10)
 
 
@@ -41,7 +41,7 @@ def _axis(size: int, res: int) -> tuple[np.ndarray, np.ndarray]:
 def noise_from_angles(angles: np.ndarray, size: int) -> np.ndarray:
     """Gradient noise (x sqrt 2) of k fields from corner angles k x (rx+1) x (ry+1): float32 k x size x size.
 
-    Rows follow the first lattice axis (DRAEM's ``res[0]``), columns the second (protocol 1.4 step 4).
+    Rows follow the first lattice axis (DRAEM's ``res[0]``), columns the second.
     """
     _, rx1, ry1 = angles.shape
     ci, fu = _axis(size, rx1 - 1)
@@ -62,7 +62,7 @@ def noise_from_angles(angles: np.ndarray, size: int) -> np.ndarray:
 
 
 def perlin_noise(n: int, size: int, res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """n single-octave Perlin fields at lattice resolution ``res``, values in [-1, 1] (protocol 1.4 step 4).
+    """n single-octave Perlin fields at lattice resolution ``res``, values in [-1, 1] (as DRAEM's).
 
     Gradient angles are U[0, 2pi) at the (res+1) x (res+1) corners, drawn as one block from ``rng``.
     """
@@ -74,7 +74,7 @@ def rotation_theta(degrees: torch.Tensor, quarter_turns: torch.Tensor | None = N
     """``affine_grid`` matrices (B x 2 x 3) rotating counter-clockwise (as PIL) about the image centre.
 
     ``quarter_turns`` (0..3) are applied as an exact integer rotation on top of ``degrees``, so a multiple of
-    90 degrees permutes pixels instead of going through an inexact cos/sin (protocol 1.3).
+    90 degrees permutes pixels instead of going through an inexact cos/sin.
     """
     rad = torch.deg2rad(degrees)
     cos, sin = torch.cos(rad), torch.sin(rad)
@@ -101,7 +101,7 @@ def rotation_grid(theta: torch.Tensor, size: int, out: torch.Tensor | None = Non
 
 
 def rotate_maps(maps: np.ndarray, degrees: np.ndarray) -> np.ndarray:
-    """Rotate k x S x S maps about their centres, bilinear, no expansion, zero fill (protocol 1.4 step 5)."""
+    """Rotate k x S x S maps about their centres, bilinear, no expansion, zero fill (as imgaug's Affine)."""
     x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).unsqueeze(1)
     theta = rotation_theta(torch.from_numpy(np.asarray(degrees, dtype=np.float32)))
     grid = rotation_grid(theta, maps.shape[-1])
@@ -112,7 +112,7 @@ def rotate_maps(maps: np.ndarray, degrees: np.ndarray) -> np.ndarray:
 def perlin_masks_with_exponents(
     n: int, size: int, cfg: BankConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`perlin_masks`, also returning each mask's lattice exponents (tx, ty) (protocol 1.4)."""
+    """Like :func:`perlin_masks`, also returning each mask's lattice exponents (tx, ty)."""
     lo, hi = cfg.perlin_min_exponent, cfg.perlin_max_exponent
     tx = rng.integers(lo, hi + 1, size=n)
     ty = rng.integers(lo, hi + 1, size=n)
@@ -129,12 +129,12 @@ def perlin_masks_with_exponents(
 
 
 def perlin_masks(n: int, size: int, cfg: BankConfig, rng: np.random.Generator) -> np.ndarray:
-    """n Perlin anomaly masks, bool n x size x size: scales, noise, rotation, threshold (protocol 1.4)."""
+    """n Perlin anomaly masks, bool n x size x size: scales, noise, rotation, threshold (as DeSTSeg's perlin_noise)."""
     return perlin_masks_with_exponents(n, size, cfg, rng)[0]
 
 
 def perlin_noise_reference(size: int, res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """One Perlin field the way DRAEM's ``rand_perlin_2d_np`` builds it (tiled gradients, protocol 1.4).
+    """One Perlin field the way DRAEM's ``rand_perlin_2d_np`` builds it (tiled gradients).
 
     Needs ``size`` divisible by both resolutions, as the reference code does.
     """

@@ -1,4 +1,4 @@
-"""DRAEM data_loader.py texture augmenters as batched torch ops (ADPS Sec. III-D follows DRAEM; adps-method.md 3).
+"""DRAEM data_loader.py texture augmenters as batched torch ops (ADPS Sec. III-D follows DRAEM).
 
 DRAEM draws 3 of these 10 imgaug augmenters without replacement for every anomaly-source texture and applies
 them in the drawn order. Here each op works on float B x 3 x S x S RGB images in [0, 255], draws its own

@@ -12,6 +12,7 @@ import torch
 from pfadseg.arch.adps import ADPS, ADPS_FILE
 from pfadseg.config import ADPSTrainConfig, Config
 from pfadseg.device import maybe_compile, prepare_module
+from pfadseg.errors import UsageError
 from pfadseg.models.adps import ADPSNet
 from pfadseg.models.build import build_adps
 from pfadseg.paths import Layout
@@ -33,7 +34,7 @@ def adps_optimizer(net: ADPSNet, cfg: ADPSTrainConfig, capturable: bool = False)
 def adps_iterations(n_train: int, cfg: ADPSTrainConfig) -> tuple[int, int]:
     """(total iterations, iterations per epoch); an epoch is ceil(n_train / batch_size) composed batches."""
     if n_train < 1:
-        raise ValueError(f"adps_iterations: need at least one training image, got {n_train}")
+        raise UsageError(f"adps_iterations: need at least one training image, got {n_train}")
     per_epoch = math.ceil(n_train / cfg.batch_size)
     return cfg.epochs * per_epoch, per_epoch
 
@@ -77,7 +78,7 @@ def adps_step_fn(
 
 
 def train_adps(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
-    """ADPS joint training (adps-method.md 4-5) of one run; writes adps.pt (student and PSM, not the teacher)."""
+    """ADPS joint training (ADPS Eqs. 7-9, Sec. IV) of one run; writes adps.pt (student and PSM, not the teacher)."""
     session = TrainingSession(ADPS, "train_adps", cfg, layout, category, seed, progress)
     with seeded(session.init_seed()):
         net = prepare_module(build_adps(cfg.model, session.teacher), session.device, cfg.train)

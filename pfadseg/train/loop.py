@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pfadseg.artifacts import load_problem, save_torch
+from pfadseg.errors import PfadsegError
 from pfadseg.fsio import writing
 from pfadseg.synth.composer import Batch, BatchComposer
 
@@ -33,7 +34,7 @@ WEIGHT_LIMIT = 1e5  # largest |weight| of the trained modules: 50x the largest s
 RUNNING_VAR_LIMIT = 1e14  # largest BatchNorm running variance: 200x the largest sound variance seen
 
 
-class TrainingStoppedError(RuntimeError):
+class TrainingStoppedError(PfadsegError, RuntimeError):
     """Training stopped on a bad state (NaN loss, diverged weights); the last good checkpoint is kept."""
 
 

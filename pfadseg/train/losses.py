@@ -1,4 +1,4 @@
-"""Training losses of DeSTSeg/PFADSeg (destseg-protocol.md 3.3; PFADSeg §3.4) and ADPS (Eq. 7)."""
+"""Training losses of DeSTSeg/PFADSeg (DeSTSeg's model/losses.py; PFADSeg §3.4) and ADPS (Eq. 7)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def seg_step_fn(
     """One step: both frozen networks see the synthetic image; the seg net learns its mask at 1/4 size.
 
     The student is in eval mode and detached: the reference code leaves it attached but never steps it,
-    which gives the same result with more memory (destseg-protocol.md 2.5).
+    which gives the same result with more memory (DeSTSeg's train.py; docs/deviations.md).
     """
     student.eval()
     segnet.train()

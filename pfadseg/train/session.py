@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pfadseg.arch.base import Architecture, ModelFile, same_teacher
-from pfadseg.artifacts import load_model_file, save_model_file
+from pfadseg.artifacts import ArtifactError, load_model_file, save_model_file
 from pfadseg.config import Config, select_params
 from pfadseg.data.images import load_train_set
 from pfadseg.device import amp_enabled, autocast, configure_backends, device_label, resolve_device
@@ -57,7 +57,7 @@ class TrainingSession:
         content = load_model_file(path, file.format)
         current = self.arch.teacher_record(self.cfg)
         if not same_teacher(content["meta"].get("teacher", {}), current):
-            raise ValueError(f"{path}: trained with teacher {content['meta'].get('teacher')}, but params.yaml gives "
+            raise ArtifactError(f"{path}: trained with teacher {content['meta'].get('teacher')}, but params.yaml gives "
                              f"{current}; retrain it")
         return content
 

@@ -1,7 +1,7 @@
-"""Slow, obviously-correct references for the metrics tests: one loop per threshold, straight from the specs.
+"""Slow, obviously-correct references for the metrics tests: one loop per threshold, straight from the definitions.
 
-IAP: destseg-protocol.md 4.3 (IAP steps 1-9). AUPRO mvtec: metrics-and-dvc.md 2 (compute_pro + trapezoid).
-AUPRO destseg: destseg-protocol.md 4.3 (AUPRO steps 1-5) with anomalib 0.4's index arithmetic, in lists.
+IAP: DeSTSeg's IAPS (model/metrics.py). AUPRO mvtec: the MVTec AD evaluation code (compute_pro + trapezoid).
+AUPRO destseg: DeSTSeg's copy of anomalib 0.4's anomalib/utils/metrics/aupro.py, its index arithmetic, in lists.
 """
 
 from __future__ import annotations

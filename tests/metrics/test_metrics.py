@@ -1,4 +1,4 @@
-"""pfadseg.metrics (destseg-protocol.md 4.2-4.3, metrics-and-dvc.md 2-5): exact against scikit-learn and
+"""pfadseg.metrics (DeSTSeg's eval.py and model/metrics.py, MVTec's pro_curve_util.py): exact against scikit-learn and
 slow references, hand-computed toy cases, quirks, errors and integer counting."""
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def test_iap90_index_is_bisect_left_on_float_recalls(k: int) -> None:
     precision = [(k - i) / (2 * (k - i) - 1) for i in range(k)]
     recall = [1 - i / k for i in range(k)]
     at = bisect_left(recall[::-1], 0.9)
-    assert k - 1 - at == k - int(np.ceil(0.9 * k))  # destseg-protocol.md's closed form i = K - ceil(0.9 K)
+    assert k - 1 - at == k - int(np.ceil(0.9 * k))  # closed form of DeSTSeg's bisect: i = K - ceil(0.9 K)
     assert iap(maps, masks) == pytest.approx((sum(precision) / k, precision[::-1][at]), abs=1e-15)
 
 

@@ -1,4 +1,4 @@
-"""Parameter counts against pfadseg-modules.md (§1.2, §2.1, §3.2, §4.5, §7); built on the meta device."""
+"""Parameter counts: AFF, SPR, RCM as their official code, PCAR as we read it, whole networks; on the meta device."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The anomaly bank: build, load, verification and errors (destseg-protocol.md 1.4)."""
+"""The anomaly bank: build, load, verification and errors (pfadseg.synth.bank)."""
 
 from __future__ import annotations
 

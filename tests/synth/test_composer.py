@@ -1,4 +1,4 @@
-"""The on-device batch composer against destseg-protocol.md 1.3/1.4 and the per-sample reference path."""
+"""The on-device batch composer against DeSTSeg's data/mvtec_dataset.py and the per-sample reference path."""
 
 from __future__ import annotations
 

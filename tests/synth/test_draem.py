@@ -1,4 +1,4 @@
-"""The DRAEM-recipe composer for ADPS (pfadseg.synth.draem; adps-method.md 3)."""
+"""The DRAEM-recipe composer for ADPS (pfadseg.synth.draem; DRAEM's data_loader.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Perlin noise and masks against destseg-protocol.md 1.4, DRAEM's construction and the ``noise`` package."""
+"""Perlin noise and masks against DeSTSeg's data/data_utils.py, DRAEM's construction and the ``noise`` package."""
 
 from __future__ import annotations
 

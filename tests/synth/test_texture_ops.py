@@ -1,4 +1,4 @@
-"""DRAEM's texture augmentations as batched torch ops (pfadseg.synth.texture_ops; adps-method.md 3)."""
+"""DRAEM's texture augmentations as batched torch ops (pfadseg.synth.texture_ops; DRAEM's data_loader.py)."""
 
 from __future__ import annotations
 

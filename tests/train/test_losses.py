@@ -1,4 +1,4 @@
-"""Losses against their definitions (destseg-protocol.md 3.3)."""
+"""Losses against their definitions (DeSTSeg's model/losses.py and train.py)."""
 
 from __future__ import annotations
 
