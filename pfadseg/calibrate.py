@@ -14,7 +14,7 @@ The rule (:data:`RULE`), with ``N = n_samples``:
   draws whose mask is not empty. A draw with an empty mask is a normal image (its ``img_aug`` equals its
   ``img_origin`` bit for bit, already among the normals) and is not counted twice. The composer gives ~95 %
   non-empty masks, so the two sets are exactly balanced: N normal and N anomalous images.
-* image threshold: the image score is the evaluation's (:class:`pfadseg.evaluate.ScoreRule`: the mean of the
+* image threshold: the image score is the evaluation's (:class:`pfadseg.score.ScoreRule`: the mean of the
   top-k pixels of the segmentation map; for ADPS the max of its Gaussian-smoothed map). Among all cuts
   ``score >= t`` of the 2N sorted scores, the one with the highest F1 (anomalous = positive) wins; ties go to
   the higher cut (fewer false alarms).
@@ -38,7 +38,7 @@ from torch import nn
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast
 from pfadseg.errors import PfadsegError
-from pfadseg.evaluate import ScoreRule
+from pfadseg.score import ScoreRule, score_maps
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer, make_composer
@@ -170,13 +170,13 @@ def calibrate_threshold(
         if len(origin):
             maps = _seg_maps(detector, origin, batch_size, device, amp)
             _check_maps(maps, "normal")
-            normal_scores.append(score(maps.cpu().numpy()))
+            normal_scores.append(score_maps(score, maps.cpu().numpy()))
             neg_hist += pixel_histograms(maps, torch.zeros_like(maps))[1]
             n_normal += len(origin)
         if len(index):
             maps = _seg_maps(detector, augmented, batch_size, device, amp)
             _check_maps(maps, "synthetic anomalous")
-            anomalous_scores.append(score(maps.cpu().numpy()))
+            anomalous_scores.append(score_maps(score, maps.cpu().numpy()))
             pos, neg = pixel_histograms(maps, masks.to(maps.device))
             pos_hist += pos
             neg_hist += neg

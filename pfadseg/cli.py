@@ -88,7 +88,8 @@ def acquire(
     set_: SetOpt = None,
 ) -> None:
     """DVC stage: get the dataset or the anomaly-source textures as params.yaml says (download or generate)."""
-    from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
+    from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES
+    from pfadseg.pipeline.acquire_textures import ACQUIRE_TEXTURES
 
     _run_stage(ACQUIRE_IMAGES if what is Acquirable.images else ACQUIRE_TEXTURES, params, set_)
 
@@ -105,7 +106,8 @@ def download(
 ) -> None:
     """Download (or take --archive), verify sha256, safely extract and validate MVTec AD, DTD or KolektorSDD2."""
     from pfadseg.data.categories import KSDD2_CATEGORY
-    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+    from pfadseg.pipeline.acquire_images import acquire_images
+    from pfadseg.pipeline.acquire_textures import acquire_textures
 
     if dataset is ImageSource.mvtec:
         cfg = _config(params, [*(set_ or []), "data.source=mvtec"])
@@ -122,7 +124,8 @@ def download(
 @app.command("synth-data")
 def synth_data(params: ParamsOpt = DEFAULT_PARAMS, set_: SetOpt = None) -> None:
     """Generate the offline procedural dataset (MVTec layout) and DTD-like textures into data/raw/."""
-    from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+    from pfadseg.pipeline.acquire_images import acquire_images
+    from pfadseg.pipeline.acquire_textures import acquire_textures
 
     cfg = _config(params, [*(set_ or []), "data.source=synthetic", "data.textures=procedural"])
     acquire_images(cfg, Layout())
@@ -148,9 +151,9 @@ def _per_run_command(name: str, module: str, attr: str, doc: str) -> None:
     app.command(name)(command)
 
 
-_per_run_command("train-student", "pfadseg.pipeline.destseg", "TRAIN_STUDENT",
+_per_run_command("train-student", "pfadseg.pipeline.train_student", "TRAIN_STUDENT",
                  "DVC stage: train the denoising student of one category (resumes from its last checkpoint).")
-_per_run_command("train-seg", "pfadseg.pipeline.destseg", "TRAIN_SEG",
+_per_run_command("train-seg", "pfadseg.pipeline.train_seg", "TRAIN_SEG",
                  "DVC stage: train the segmentation net of one category on the frozen student.")
 _per_run_command("train-adps", "pfadseg.pipeline.adps", "TRAIN_ADPS",
                  "DVC stage (model.arch: adps): train ADPS's student and post-segmentation module jointly.")

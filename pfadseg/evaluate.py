@@ -13,33 +13,12 @@ from torch import nn
 from pfadseg.config import EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
 from pfadseg.device import autocast
-from pfadseg.metrics import MetricsError, evaluate_maps, image_level, image_scores, smoothed_max_scores
+from pfadseg.metrics import MetricsError, evaluate_maps, image_level
+from pfadseg.score import ScoreRule, score_maps
 
 log = logging.getLogger(__name__)
 
 BRANCHES = ("seg", "dest")  # the segmentation output (DeSTSeg/PFADSeg) and the DeST product of cosine maps
-
-
-@dataclass(frozen=True)
-class ScoreRule:
-    """Image score from an anomaly map: top-k mean (DeSTSeg's eval.py) or, with ``sigma``, the max of
-    the Gaussian-smoothed map (ADPS Algorithm 1)."""
-
-    top_k: int
-    sigma: float | None = None
-
-    def __call__(self, maps: np.ndarray) -> np.ndarray:
-        return image_scores(maps, self.top_k) if self.sigma is None else smoothed_max_scores(maps, self.sigma)
-
-    def describe(self) -> str:
-        return f"mean of the top-{self.top_k} pixels" if self.sigma is None else \
-            f"max of the Gaussian-smoothed map (sigma {self.sigma:g})"
-
-    def problem(self, size: int) -> str | None:
-        """Why the rule cannot score size x size maps, or None."""
-        if self.sigma is None and not 1 <= self.top_k <= size * size:
-            return f"top_k must lie in [1, {size * size}] (pixels per map), got {self.top_k}"
-        return None
 
 
 @dataclass(frozen=True)
@@ -86,7 +65,7 @@ def evaluate_branches(
     for branch in BRANCHES:
         branch_maps = getattr(maps, branch)
         _check_finite(branch_maps, test_set, branch)
-        scores = rule(branch_maps)
+        scores = score_maps(rule, branch_maps)
         if pixel_skipped is None:
             results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, scores=scores,
                                             aupro_mode=cfg.aupro_mode, fpr_limit=cfg.aupro_fpr_limit, curves=True)
@@ -99,7 +78,7 @@ def evaluate_branches(
 
 def score_table(maps: BranchMaps, test_set: TestSet, rule: ScoreRule) -> list[dict[str, Any]]:
     """One row per test image: path, defect folder, labels (from the mask and the folder) and branch scores."""
-    scores = {branch: rule(getattr(maps, branch)) for branch in BRANCHES}
+    scores = {branch: score_maps(rule, getattr(maps, branch)) for branch in BRANCHES}
     return [
         {"path": str(path), "defect": defect, "label": int(label), "folder_label": int(folder_label),
          **{f"score_{b}": float(scores[b][i]) for b in BRANCHES}}

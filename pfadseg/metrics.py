@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from pfadseg.errors import PfadsegError
+from pfadseg.score import ScoreError, smoothed_maxima, top_k_means
 
 log = logging.getLogger(__name__)
 
@@ -222,24 +223,20 @@ def _labels_defined(labels: np.ndarray) -> bool:
 
 def image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
     """Image score = mean of the top-k pixels of each map, float64 (DeSTSeg's eval.py)."""
-    return _image_scores(_check_maps(maps), top_k)
+    return _top_k_means(_check_maps(maps), top_k)
+
+
+def _top_k_means(maps: np.ndarray, top_k: int) -> np.ndarray:
+    """:func:`pfadseg.score.top_k_means` of checked maps, its refusal a metrics error."""
+    try:
+        return top_k_means(maps, top_k)
+    except ScoreError as exc:
+        raise MetricsError(str(exc)) from None
 
 
 def smoothed_max_scores(maps: np.ndarray, sigma: float) -> np.ndarray:
     """Image score = max of the Gaussian-smoothed map (scipy, reflect border), float64 (ADPS Algorithm 1)."""
-    maps = _check_maps(maps).astype(np.float64)
-    if sigma > 0:
-        maps = ndimage.gaussian_filter(maps, sigma=sigma, axes=(1, 2))
-    return maps.reshape(maps.shape[0], -1).max(axis=1)
-
-
-def _image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
-    """image_scores on checked maps."""
-    flat = maps.reshape(maps.shape[0], -1)
-    if not 1 <= top_k <= flat.shape[1]:
-        raise MetricsError(f"top_k must lie in [1, {flat.shape[1]}] (pixels per map), got {top_k}")
-    top = np.partition(flat, flat.shape[1] - top_k, axis=1)[:, flat.shape[1] - top_k :]
-    return top.mean(axis=1, dtype=np.float64)
+    return smoothed_maxima(_check_maps(maps), sigma)
 
 
 def _image_thresholds(scores: np.ndarray, labels: np.ndarray) -> _Thresholds:
@@ -493,7 +490,7 @@ def evaluate_maps(
     if image_labels.shape != (maps.shape[0],):
         raise MetricsError(f"shape mismatch: {maps.shape[0]} maps but image labels {image_labels.shape}")
     if scores is None:
-        scores = _image_scores(maps, top_k)
+        scores = _top_k_means(maps, top_k)
     elif np.shape(scores) != (maps.shape[0],) or not np.isfinite(scores).all():
         raise MetricsError(f"image scores must be {maps.shape[0]} finite values, got shape {np.shape(scores)}")
     px = _sort_pixels(maps, masks)

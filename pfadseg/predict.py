@@ -56,9 +56,9 @@ from pfadseg.config import Config
 from pfadseg.data.images import MAX_IMAGE_PIXELS, ImageReadError, normalize, read_rgb, to_tensor
 from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_device
 from pfadseg.errors import MissingFileError, PfadsegError
-from pfadseg.evaluate import ScoreRule
 from pfadseg.fsio import atomic_path
 from pfadseg.runs import TrainedRun
+from pfadseg.score import ScoreRule, score_maps
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ def predict(
             finite = np.isfinite(maps).all(axis=(1, 2))
             scores = np.full(len(ok), np.nan)
             if finite.any():
-                scores[finite] = score(maps[finite])
+                scores[finite] = score_maps(score, maps[finite])
             jobs = {}
             for j, (item, (image, _)) in enumerate(ok):
                 if finite[j]:

@@ -19,6 +19,7 @@ from pfadseg.arch.base import same_teacher
 from pfadseg.arch.registry import ARCHITECTURES, Architecture
 from pfadseg.artifacts import ArtifactError, load_model_file
 from pfadseg.config import Config, ConfigError, config_from_dict, upgrade_stored_config
+from pfadseg.detectors import build_detector
 from pfadseg.device import cuda_graphed
 from pfadseg.fsio import read_json
 
@@ -105,7 +106,7 @@ class TrainedRun:
             states: Mapping[str, dict[str, torch.Tensor]] = {n: c["state_dict"] for n, c in self.files.items()}
             teacher = self.arch.load_teacher(self.config, device)
             try:
-                detector = self.arch.build_detector(self.config, teacher, states, device)
+                detector = build_detector(self.arch, self.config, teacher, states, device)
             except RuntimeError as exc:
                 raise ArtifactError(f"{self.folder}: the weights do not fit the architecture of the stored config "
                                     f"({str(exc).splitlines()[0]}); are the model files from different runs?") \

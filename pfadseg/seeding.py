@@ -34,3 +34,13 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def seeded_from(generator: torch.Generator | None) -> Iterator[None]:
+    """Module init draws from torch's global CPU RNG: with a generator, from a copy seeded by it; else unchanged."""
+    if generator is None:
+        yield
+        return
+    with seeded(int(torch.randint(0, 2**62, (1,), generator=generator))):
+        yield

@@ -1,6 +1,6 @@
-"""DVC stage `acquire_images`: see pfadseg.pipeline.acquire.ACQUIRE_IMAGES."""
+"""DVC stage `acquire_images`: see pfadseg.pipeline.acquire_images.ACQUIRE_IMAGES."""
 
-from pfadseg.pipeline.acquire import ACQUIRE_IMAGES
+from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES
 from pfadseg.pipeline.entry import run_stage
 
 run_stage(ACQUIRE_IMAGES)

@@ -1,6 +1,6 @@
-"""DVC stage `train_seg`: see pfadseg.pipeline.destseg.TRAIN_SEG."""
+"""DVC stage `train_seg`: see pfadseg.pipeline.train_seg.TRAIN_SEG."""
 
-from pfadseg.pipeline.destseg import TRAIN_SEG
 from pfadseg.pipeline.entry import run_stage
+from pfadseg.pipeline.train_seg import TRAIN_SEG
 
 run_stage(TRAIN_SEG)

@@ -16,7 +16,7 @@ from pfadseg.cli import app
 from pfadseg.config import ConfigError
 from pfadseg.errors import PfadsegError, UsageError
 from pfadseg.pipeline import entry
-from pfadseg.pipeline.destseg import TRAIN_STUDENT
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 
 runner = CliRunner()
 

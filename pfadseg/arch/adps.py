@@ -5,15 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
-from torch import nn
-
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
 from pfadseg.config import Backbone, Config
-from pfadseg.device import prepare_module
-from pfadseg.evaluate import ScoreRule
-from pfadseg.models.adps import ADPSDetector
-from pfadseg.models.build import build_adps
+from pfadseg.score import ScoreRule
 from pfadseg.synth.bank import BANK_PARAMS
 
 ADPS_FILE = ModelFile("adps.pt", "pfadseg.adps/1")  # the trained student and PSM weights (not the teacher)
@@ -36,13 +30,6 @@ class ADPSArchitecture(Architecture):
     score_range = (0.0, 1.0)  # the PSM's softmax anomaly channel; Gaussian smoothing (weights summing to 1) keeps it
     report_params = ("model.adps.k", "model.adps.split_at", "train.adps.epochs", "train.adps.batch_size",
                      "train.adps.lr", "train.adps.synthesis")
-
-    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
-                           generator: torch.Generator | None = None) -> nn.Module:
-        return ADPSDetector(prepare_module(build_adps(cfg.model, teacher, generator), device, cfg.train)).eval()
-
-    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
-        detector.net.load_state_dict({**detector.net.state_dict(), **states[ADPS_FILE.name]})
 
     def score_rule(self, cfg: Config) -> ScoreRule:
         return ScoreRule(cfg.eval.top_k, cfg.model.adps.score_sigma)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,9 +12,8 @@ from torch import nn
 
 from pfadseg.config import Backbone, Config
 from pfadseg.device import prepare_module
-from pfadseg.evaluate import ScoreRule
-from pfadseg.models.build import build_teacher
-from pfadseg.models.teacher import teacher_identity
+from pfadseg.models.teacher import build_teacher, teacher_identity
+from pfadseg.score import ScoreRule
 from pfadseg.seeding import derive_seed, seeded
 
 # Params every model-building stage reads: the data size, the teacher and the device settings.
@@ -35,7 +32,9 @@ class ModelFile:
 
 
 class Architecture(ABC):
-    """An architecture: its model files, how a detector is built from them, its score rule and stage params."""
+    """An architecture: its model files, training stages and the params each reads, its score rule and teacher. Its
+    detector is built by :mod:`pfadseg.detectors`, so that a stage that reads this description does not depend on
+    every network of the architecture."""
 
     name: str
     files: tuple[ModelFile, ...]  # what its training stages write into a run folder, in training order
@@ -47,22 +46,6 @@ class Architecture(ABC):
     score_params: tuple[str, ...]  # the params of its image-score rule (calibrate, evaluate)
     report_params: tuple[str, ...]  # the params its report lines read
     score_range: tuple[float, float]  # [low, high] of its anomaly map and image score: the thresholds' range
-
-    @abstractmethod
-    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
-                           generator: torch.Generator | None = None) -> nn.Module:
-        """Eval-mode detector ``images -> (anomaly map, DeST map)`` with freshly initialised trainable parts."""
-
-    @abstractmethod
-    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
-        """Load the state dicts of :attr:`files` (by file name) into a detector of this architecture."""
-
-    def build_detector(self, cfg: Config, teacher: nn.Module, states: Mapping[str, dict[str, torch.Tensor]],
-                       device: torch.device) -> nn.Module:
-        """The trained detector: :meth:`untrained_detector` with the weights of :attr:`files`."""
-        detector = self.untrained_detector(cfg, teacher, device)
-        self.load_states(detector, states)
-        return detector
 
     @abstractmethod
     def score_rule(self, cfg: Config) -> ScoreRule:
@@ -83,32 +66,6 @@ class Architecture(ABC):
     @abstractmethod
     def variant(self, cfg: Config) -> str:
         """Short name of the configured model, e.g. ``destseg``, ``aff+pcar+rcm``, ``adps``."""
-
-    def build_problem(self, cfg: Config) -> str | None:
-        """Why a stage could not build or score this architecture's detector for ``cfg``, or None.
-
-        The detector is built and run on the meta device (shapes only: no memory, no weights, well under a second),
-        so every size and module setting that a stage would refuse is refused before any stage runs.
-        """
-        meta = torch.device("meta")
-        shapes_only = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, teacher_weights="random"),
-                                          train=dataclasses.replace(cfg.train, channels_last=False, compile=False))
-        size = cfg.data.image_size
-        logging.disable(logging.WARNING)  # the stand-in random teacher is no user setting: no warning about it
-        try:
-            with meta:
-                detector = self.untrained_detector(shapes_only, build_teacher("random", self.teacher_backbone(cfg)),
-                                                   meta)
-                anomaly_map, _ = detector(torch.empty(2, 3, size, size))
-        except (ValueError, RuntimeError) as exc:
-            return f"the {self.name} networks cannot be built for these settings: {exc}"
-        finally:
-            logging.disable(logging.NOTSET)
-        if tuple(anomaly_map.shape[-2:]) != (size, size):
-            return f"the anomaly map is {tuple(anomaly_map.shape[-2:])}, not data.image_size {size} square"
-        if problem := self.score_rule(cfg).problem(size):
-            return f"eval.{problem}" if problem.startswith("top_k") else problem
-        return None
 
     def load_teacher(self, cfg: Config, device: torch.device) -> nn.Module:
         """The frozen teacher; a ``random`` teacher is seeded from ``seed`` so every stage sees the same one."""

@@ -8,16 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
 from pfadseg.artifacts import ArtifactError
 from pfadseg.config import Backbone, Config, select_params
-from pfadseg.device import prepare_module
-from pfadseg.evaluate import ScoreRule
-from pfadseg.models.build import build_segnet, build_student
-from pfadseg.models.detector import AnomalyDetector
+from pfadseg.score import ScoreRule
 from pfadseg.synth.bank import BANK_PARAMS
 
 STUDENT_FILE = ModelFile("student.pt", "pfadseg.student/1")
@@ -48,16 +42,6 @@ class DeSTSegFamily(Architecture):
     score_range = (0.0, 1.0)  # the seg net's sigmoid; the top-k mean stays within
     report_params = (*SWITCHES, "train.student.iterations", "train.student.batch_size", "train.seg.iterations",
                      "train.seg.batch_size")
-
-    def untrained_detector(self, cfg: Config, teacher: nn.Module, device: torch.device,
-                           generator: torch.Generator | None = None) -> nn.Module:
-        student, segnet = build_student(cfg.model, generator), build_segnet(cfg.model, generator)
-        return AnomalyDetector(teacher, prepare_module(student, device, cfg.train),
-                               prepare_module(segnet, device, cfg.train)).eval()
-
-    def load_states(self, detector: nn.Module, states: Mapping[str, dict[str, torch.Tensor]]) -> None:
-        detector.student.load_state_dict(states[STUDENT_FILE.name])
-        detector.segnet.load_state_dict(states[SEG_FILE.name])
 
     def score_rule(self, cfg: Config) -> ScoreRule:
         return ScoreRule(cfg.eval.top_k)

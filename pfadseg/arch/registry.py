@@ -1,5 +1,5 @@
 """The architectures by name: DeSTSeg/PFADSeg and ADPS, each one :class:`Architecture` that owns its model files,
-builders, score rule, the params each stage reads and the names of its training stages.
+score rule, teacher, the params each stage reads and the names of its training stages.
 
 :func:`architecture` is the one place that picks an architecture by ``model.arch``.
 """

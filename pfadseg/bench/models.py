@@ -17,11 +17,18 @@ from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.anomaly_map import seg_input
-from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
+from pfadseg.models.segnet import build_segnet
+from pfadseg.models.student import build_student
+from pfadseg.models.teacher import build_teacher
 from pfadseg.seeding import torch_generator
 
 VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
 
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Weights + biases + BN affine (BN running buffers excluded), trainable or not."""
+    return sum(p.numel() for p in module.parameters())
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

@@ -31,10 +31,11 @@ import torch
 
 from pfadseg.arch.destseg import DESTSEG
 from pfadseg.config import Config
+from pfadseg.detectors import untrained_detector
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.errors import RunError, UsageError
-from pfadseg.models.build import build_teacher
 from pfadseg.models.detector import AnomalyDetector
+from pfadseg.models.teacher import build_teacher
 from pfadseg.predict import BAND_PIXELS, PngWriter, predict
 from pfadseg.seeding import torch_generator
 
@@ -106,7 +107,7 @@ def bench_predict(
         teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
     for name, on in VARIANTS.items():
         variant = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on))
-        detector = DESTSEG.untrained_detector(variant, teacher, dev, generator)
+        detector = untrained_detector(DESTSEG, variant, teacher, dev, generator)
         for batch in batch_sizes:
             x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(dev)
             if dev.type == "cuda" and cfg.train.channels_last:
@@ -166,7 +167,7 @@ def _predict_peak_rss(cfg: Config, image: Path, pixels: int, out_dir: Path, devi
     with warnings.catch_warnings():  # the random teacher's warning
         warnings.simplefilter("ignore")
         teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
-    detector = DESTSEG.untrained_detector(cfg, teacher, dev)
+    detector = untrained_detector(DESTSEG, cfg, teacher, dev)
     report = predict(detector, [image], out_dir, image_size=cfg.data.image_size, score=DESTSEG.score_rule(cfg),
                      image_threshold=0.5, pixel_threshold=0.5, batch_size=1, device=dev, amp=False,
                      max_pixels=pixels, progress=False)

@@ -27,7 +27,8 @@ from pfadseg.device import (
     prepare_module,
     resolve_device,
 )
-from pfadseg.models.build import build_segnet, build_student
+from pfadseg.models.segnet import build_segnet
+from pfadseg.models.student import build_student
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank
 from pfadseg.synth.composer import make_composer

@@ -18,5 +18,6 @@ MVTEC_TOTALS: dict[str, int] = {"train": 3629, "test": 1725, "test_good": 467, "
 
 # KolektorSDD2 (Bozic et al., 2021), one category; official test split 894 good + 110 defective.
 KSDD2_CATEGORY = "ksdd2"
+KSDD2_ARCHIVE = "KolektorSDD2.zip"  # the file name of the official archive (its URL has none)
 KSDD2_TEST_COUNTS: dict[str, int] = {"test_good": 894, "test_defective": 110}
 

@@ -20,7 +20,6 @@ from pfadseg.data.layout import GOOD, LayoutError, image_files, mask_size_error
 
 log = logging.getLogger(__name__)
 
-KSDD2_ARCHIVE = "KolektorSDD2.zip"  # the file name of the official archive (its URL has none)
 DEFECT = "defect"
 GT_SUFFIX = "_GT"
 SPLITS = ("train", "test")

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pfadseg.config import ADPSConfig
+from pfadseg.config import ADPSConfig, ModelConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
 from pfadseg.models.patchify import PatchStudent
 from pfadseg.models.psm import PostSegmentation
 from pfadseg.models.teacher import FEATURE_CHANNELS
 from pfadseg.models.wmb import weight_mask
+from pfadseg.seeding import seeded_from
 
 
 class ADPSOutput(NamedTuple):
@@ -59,3 +60,9 @@ class ADPSDetector(nn.Module):
         dest = dest_map(cosine_distance_maps(student_feats, teacher_feats), size=teacher_feats[0].shape[-2:])
         dest = F.interpolate(dest.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
         return seg, dest
+
+
+def build_adps(model_cfg: ModelConfig, teacher: nn.Module, generator: torch.Generator | None = None) -> ADPSNet:
+    """ADPS network around ``teacher``: patch student and post-segmentation module from ``model.adps``."""
+    with seeded_from(generator):
+        return ADPSNet(teacher, model_cfg.adps)

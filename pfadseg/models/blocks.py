@@ -1,31 +1,24 @@
-"""ResNet BasicBlock; switches swap in PCAR for conv2, AFF for the residual sum: PA block (PFADSeg §3.1)."""
+"""ResNet BasicBlock whose second convolution and residual sum are layer types it is given: torchvision's block by
+default, PFADSeg's PA block with PCAR and AFF (PFADSeg §3.1, :func:`pfadseg.models.pa_block.pa_block_parts`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pfadseg.config import AFFConfig, ModelConfig, PCARConfig, SPRConfig
-from pfadseg.models.aff import AFF
-from pfadseg.models.pcar import PCAR
-
 
 @dataclass(frozen=True)
 class BlockParts:
-    """Which parts a BasicBlock swaps in; ``None`` keeps the torchvision part (both None: plain block)."""
+    """The layer types a BasicBlock swaps in, each built from the block's width: ``conv2(planes)`` for its second
+    convolution, ``aff(planes)`` for its residual sum (called as ``aff(x, shortcut)``); ``None`` keeps
+    torchvision's part (both None: the plain block)."""
 
-    aff: AFFConfig | None = None
-    pcar: PCARConfig | None = None
-    spr: SPRConfig | None = None  # read by PCAR only
-
-    @classmethod
-    def from_config(cls, model_cfg: ModelConfig) -> BlockParts:
-        return cls(aff=model_cfg.aff if model_cfg.use_aff else None,
-                   pcar=model_cfg.pcar if model_cfg.use_pcar else None,
-                   spr=model_cfg.spr if model_cfg.use_pcar else None)
+    conv2: Callable[[int], nn.Module] | None = None
+    aff: Callable[[int], nn.Module] | None = None
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -33,7 +26,8 @@ def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Post-activation ResNet BasicBlock: conv1-BN-ReLU, conv2 (or PCAR), bn2, + shortcut (or AFF), ReLU.
+    """Post-activation ResNet BasicBlock: conv1-BN-ReLU, conv2 (or ``parts.conv2``), bn2, + shortcut (or
+    ``parts.aff``), ReLU.
 
     ``upsample`` doubles the input size (bilinear, align_corners=False) before conv1 and the shortcut.
     """
@@ -45,19 +39,13 @@ class BasicBlock(nn.Module):
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        if parts.pcar is None:
-            self.conv2: nn.Module = conv3x3(planes, planes)
-        else:
-            if parts.spr is None:
-                raise ValueError("BasicBlock: PCAR needs the SPR settings (BlockParts.spr)")
-            self.conv2 = PCAR(planes, branches=parts.pcar.branches, shared_spr=parts.pcar.shared_spr,
-                              softmax=parts.pcar.softmax, spr_reduction=parts.spr.reduction)
+        self.conv2: nn.Module = conv3x3(planes, planes) if parts.conv2 is None else parts.conv2(planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
                                             nn.BatchNorm2d(planes))
-        self.aff = None if parts.aff is None else AFF(planes, parts.aff.reduction, parts.aff.factor_two)
+        self.aff = None if parts.aff is None else parts.aff(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # B x Cin x H x W -> B x Cout x H/stride x W/stride (2H x 2W with upsample)

@@ -7,10 +7,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.config import RCMConfig
+from pfadseg.config import ModelConfig, RCMConfig
 from pfadseg.models.aspp import ASPP
 from pfadseg.models.blocks import BlockParts, kaiming_init_, make_stage
+from pfadseg.models.pa_block import pa_block_parts
 from pfadseg.models.rcm import RCM
+from pfadseg.seeding import seeded_from
 
 SEG_IN_CHANNELS = 64 + 128 + 256
 WIDTH = 256
@@ -49,3 +51,9 @@ class SegNet(nn.Module):
         """Mean |gamma| of the RCM layer scale (None with the ASPP head); a host sync, call at log points."""
         context = self.head[0]
         return float(context.gamma.detach().abs().mean()) if isinstance(context, RCM) else None
+
+
+def build_segnet(model_cfg: ModelConfig, generator: torch.Generator | None = None) -> SegNet:
+    """Segmentation net with the AFF/PCAR switches in ``res`` and RCM (``use_rcm``) or ASPP as head."""
+    with seeded_from(generator):
+        return SegNet(pa_block_parts(model_cfg), model_cfg.rcm if model_cfg.use_rcm else None)

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pfadseg.config import ModelConfig
 from pfadseg.models.blocks import BasicBlock, BlockParts, kaiming_init_, make_stage
+from pfadseg.models.pa_block import pa_block_parts
+from pfadseg.seeding import seeded_from
 
 DecoderUpsample = Literal["between_stages", "in_block"]
 
@@ -90,3 +93,9 @@ class Student(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # B x 3 x H x W -> (B x 64 x H/4 x W/4, B x 128 x H/8 x W/8, B x 256 x H/16 x W/16)
         return self.decoder(self.encoder(x))
+
+
+def build_student(model_cfg: ModelConfig, generator: torch.Generator | None = None) -> Student:
+    """Student with the AFF/PCAR switches of ``model_cfg`` and its decoder upsampling."""
+    with seeded_from(generator):
+        return Student(pa_block_parts(model_cfg), model_cfg.decoder_upsample)

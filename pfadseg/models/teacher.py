@@ -132,3 +132,9 @@ class Teacher(nn.Module):
             f2 = self.layer2(f1)
             f3 = self.layer3(f2)
         return f1.detach(), f2.detach(), f3.detach()
+
+
+def build_teacher(weights: str, backbone: Backbone) -> Teacher:
+    """Frozen teacher on ``backbone`` with weights as ``model.teacher_weights`` gives them (``random``: init from
+    torch's global RNG)."""
+    return Teacher(weights, backbone)

@@ -7,7 +7,7 @@ architecture switch edits params.yaml, so the check reruns then), and fails on:
 
 * an invalid params.yaml: an unknown key anywhere, a wrong type, an out-of-range or cross-key value
   (``run_stage`` loads and validates the file before calling :func:`run_check_params`);
-* networks that cannot be built or scored at these settings (:meth:`Architecture.build_problem`);
+* networks that cannot be built or scored at these settings (:func:`pfadseg.detectors.build_problem`);
 * a dvc.yaml written for another ``model.arch`` (its training stages are another architecture's).
 
 Its output never changes, so a valid edit reruns only the stages that read the edited keys.
@@ -22,6 +22,7 @@ import yaml
 
 from pfadseg.arch.registry import ARCHITECTURES, architecture
 from pfadseg.config import Config, ConfigError, config_from_dict
+from pfadseg.detectors import build_problem
 from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
 from pfadseg.pipeline.entry import ITEM, StageDef
@@ -51,7 +52,7 @@ def graph_arch_problem(cfg: Config, graph: Path) -> str | None:
 def run_check_params(cfg: Config, layout: Layout) -> None:
     """Refuse settings a later stage would refuse, else write the constant marker (params.yaml validated already)."""
     full = config_from_dict(cfg.to_dict())  # the stage's view reads every section; the shape check needs the dataclass
-    if problem := architecture(cfg.model.arch).build_problem(full):
+    if problem := build_problem(architecture(cfg.model.arch), full):
         raise ConfigError(f"params.yaml: {problem}; nothing was deleted")
     if problem := graph_arch_problem(cfg, layout.root / GRAPH):
         raise ConfigError(problem)

@@ -31,11 +31,13 @@ from pfadseg.device import resolve_device
 from pfadseg.errors import RunError
 from pfadseg.fsio import read_json, write_json
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
+from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES
+from pfadseg.pipeline.acquire_textures import ACQUIRE_TEXTURES
 from pfadseg.pipeline.bank import BANK
 from pfadseg.pipeline.calibrate import CALIBRATE
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.evaluate import EVALUATE
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.train.loop import WARMUP_STEPS
 
 PROTOCOL = {"categories": 15, "student_iterations": 3000, "seg_iterations": 4000, "batch_size": 16}

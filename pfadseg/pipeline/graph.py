@@ -17,15 +17,17 @@ import yaml
 
 from pfadseg.arch.registry import architecture
 from pfadseg.config import DEFAULT_PARAMS, Config
-from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES
+from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES
+from pfadseg.pipeline.acquire_textures import ACQUIRE_TEXTURES
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.bank import BANK
 from pfadseg.pipeline.calibrate import CALIBRATE
 from pfadseg.pipeline.check_params import CHECK_PARAMS
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.entry import ITEM, StageDef
 from pfadseg.pipeline.evaluate import EVALUATE
 from pfadseg.pipeline.report import REPORT
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 
 TRAINING_STAGES: dict[str, StageDef] = {s.name: s for s in (TRAIN_STUDENT, TRAIN_SEG, TRAIN_ADPS)}
 HEADER = """\

@@ -13,8 +13,7 @@ from pfadseg.arch.adps import ADPS, ADPS_FILE
 from pfadseg.config import ADPSTrainConfig, Config
 from pfadseg.device import maybe_compile, prepare_module
 from pfadseg.errors import UsageError
-from pfadseg.models.adps import ADPSNet
-from pfadseg.models.build import build_adps
+from pfadseg.models.adps import ADPSNet, build_adps
 from pfadseg.paths import Layout
 from pfadseg.seeding import seeded
 from pfadseg.synth.composer import Batch, BatchComposer, make_composer

@@ -9,13 +9,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.config import SegTrainConfig
-from pfadseg.device import maybe_compile
+from pfadseg.arch.destseg import DESTSEG, SEG_FILE, STUDENT_FILE
+from pfadseg.config import Config, SegTrainConfig
+from pfadseg.device import accelerator_path, amp_dtype, fewer_kernels, maybe_compile, prepare_frozen, prepare_module
 from pfadseg.models.anomaly_map import seg_input
-from pfadseg.models.segnet import SegNet
-from pfadseg.synth.composer import Batch, BatchComposer
+from pfadseg.models.segnet import SegNet, build_segnet
+from pfadseg.models.student import build_student
+from pfadseg.paths import Layout
+from pfadseg.seeding import seeded
+from pfadseg.synth.composer import Batch, BatchComposer, make_composer
 from pfadseg.train.loop import make_step
 from pfadseg.train.losses import focal_loss, l1_loss, seg_target
+from pfadseg.train.session import TrainingSession
 from pfadseg.train.stacked import StackedParameters
 
 
@@ -70,3 +75,30 @@ def seg_step_fn(
         return {"loss": cfg.focal_weight * focal + cfg.l1_weight * l1, "focal": focal, "l1": l1}
 
     return make_step(optimizer, composer, cfg.batch_size, losses, cuda_graph=cuda_graph)
+
+
+def train_seg(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
+    """Train the segmentation net of ``category`` (training seed ``seed``) on its frozen student; write seg.pt."""
+    session = TrainingSession(DESTSEG, "train_seg", cfg, layout, category, seed, progress)
+    device = session.device
+    student = build_student(cfg.model)
+    student.load_state_dict(session.load_trained(STUDENT_FILE)["state_dict"])
+    student = prepare_module(student, device, cfg.train).eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    student = prepare_frozen(student, device, cfg.train)
+    with seeded(session.init_seed()):
+        segnet = prepare_module(build_segnet(cfg.model), device, cfg.train)
+    trained = stack_segnet(segnet, cfg.train.seg, amp_dtype(device, cfg.train), fewer_kernels(device, cfg.train))
+    generator = session.generator()
+    composer = make_composer(cfg, category, session.images, session.bank, device, generator)
+    optimizer = seg_optimizer(trained, cfg.train.seg, accelerator_path(device, cfg.train))
+    layer_scale = getattr(segnet, "rcm_layer_scale", None) if cfg.model.use_rcm else None
+    teacher = prepare_frozen(session.teacher, device, cfg.train)
+    step = seg_step_fn(teacher, student, trained, optimizer, composer, cfg.train.seg, session.amp(),
+                       compiled=cfg.train.compile, cuda_graph=cfg.train.cuda_graphs)
+    session.run(modules={"segnet": segnet}, optimizer=optimizer, generator=generator,
+                iterations=cfg.train.seg.iterations, step=step, file=SEG_FILE, state_dict=segnet.state_dict(),
+                divergence_hint=seg_divergence_hint(cfg.train.seg),
+                extra_logs=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None,
+                meta=(lambda: {"rcm_layer_scale": float(layer_scale())}) if layer_scale else None)

@@ -9,11 +9,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from pfadseg.config import STUDENT_SAFE_BATCH, StudentTrainConfig
-from pfadseg.device import maybe_compile
-from pfadseg.synth.composer import Batch, BatchComposer
+from pfadseg.arch.destseg import DESTSEG, STUDENT_FILE
+from pfadseg.config import STUDENT_SAFE_BATCH, Config, StudentTrainConfig
+from pfadseg.device import accelerator_path, amp_dtype, fewer_kernels, maybe_compile, prepare_frozen, prepare_module
+from pfadseg.models.student import build_student
+from pfadseg.paths import Layout
+from pfadseg.seeding import seeded
+from pfadseg.synth.composer import Batch, BatchComposer, make_composer
 from pfadseg.train.loop import make_step
 from pfadseg.train.losses import cosine_distillation_loss
+from pfadseg.train.session import TrainingSession
 from pfadseg.train.stacked import StackedParameters
 
 
@@ -58,3 +63,21 @@ def student_step_fn(
             return {"loss": cosine_distillation_loss(forward(batch["img_aug"]), target, cfg.loss_reduction)}
 
     return make_step(optimizer, composer, cfg.batch_size, losses, cuda_graph=cuda_graph)
+
+
+def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, progress: bool = True) -> None:
+    """Train the denoising student of ``category`` (training seed ``seed``) and write its student.pt."""
+    session = TrainingSession(DESTSEG, "train_student", cfg, layout, category, seed, progress)
+    with seeded(session.init_seed()):
+        student = prepare_module(build_student(cfg.model), session.device, cfg.train)
+    trained = StackedParameters(student, cast=amp_dtype(session.device, cfg.train),
+                                by_shape=fewer_kernels(session.device, cfg.train))
+    generator = session.generator()
+    composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
+    optimizer = student_optimizer(trained, cfg.train.student, accelerator_path(session.device, cfg.train))
+    teacher = prepare_frozen(session.teacher, session.device, cfg.train)
+    step = student_step_fn(teacher, trained, optimizer, composer, cfg.train.student, session.amp(),
+                           compiled=cfg.train.compile, cuda_graph=cfg.train.cuda_graphs)
+    session.run(modules={"student": student}, optimizer=optimizer, generator=generator,
+                iterations=cfg.train.student.iterations, step=step, file=STUDENT_FILE,
+                state_dict=student.state_dict(), divergence_hint=student_divergence_hint(cfg.train.student))

@@ -12,7 +12,7 @@ from PIL import Image
 from pfadseg.data.download import sha256_file
 from pfadseg.data.layout import LayoutError, scan_category
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, acquire_images
+from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES, acquire_images
 from tests.data.conftest import tar_folder, tiny_synthetic
 
 

@@ -29,7 +29,8 @@ from pfadseg.data.download import (
 )
 from pfadseg.data.layout import scan_category, scan_textures
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import ACQUIRE_IMAGES, ACQUIRE_TEXTURES, acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import ACQUIRE_IMAGES, acquire_images
+from pfadseg.pipeline.acquire_textures import ACQUIRE_TEXTURES, acquire_textures
 from tests.data.conftest import ARCHIVE_LIMITS, FileServer, all_files, make_tar, tar_folder
 
 PAYLOAD = {"top/a.txt": b"alpha" * 1000, "top/sub/b.bin": bytes(range(256)) * 50}

@@ -21,7 +21,7 @@ from pfadseg.data.images import load_mask
 from pfadseg.data.ksdd2 import convert_ksdd2
 from pfadseg.data.layout import LayoutError, scan_category
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images
+from pfadseg.pipeline.acquire_images import acquire_images
 from tests.conftest import REPO
 from tests.data.conftest import ARCHIVE_LIMITS, FileServer
 

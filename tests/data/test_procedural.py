@@ -26,7 +26,8 @@ from pfadseg.data.procedural import (
     render_normal,
 )
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import acquire_images
+from pfadseg.pipeline.acquire_textures import acquire_textures
 from pfadseg.seeding import numpy_rng
 from tests.data.conftest import tiny_synthetic
 

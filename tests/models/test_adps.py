@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from pfadseg.config import ADPSConfig, Config
-from pfadseg.models.adps import ADPSDetector, ADPSNet
+from pfadseg.models.adps import ADPSDetector, ADPSNet, build_adps
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
-from pfadseg.models.build import build_adps
 from pfadseg.models.patchify import PatchStudent, patchify, stitch
 from pfadseg.models.psm import PostSegmentation
 from pfadseg.models.teacher import Teacher

@@ -13,7 +13,8 @@ from torchvision.models.resnet import BasicBlock as TorchvisionBasicBlock
 from pfadseg.config import Config
 from pfadseg.models.aff import AFF
 from pfadseg.models.aspp import ASPP
-from pfadseg.models.blocks import BasicBlock, BlockParts
+from pfadseg.models.blocks import BasicBlock
+from pfadseg.models.pa_block import pa_block_parts
 from pfadseg.models.pcar import PCAR
 from pfadseg.models.rcm import RCA, RCM
 from pfadseg.models.spr import SPR
@@ -212,14 +213,14 @@ def test_plain_block_is_torchvision_basic_block(inplanes: int, planes: int, stri
 
 
 def test_pa_block_parts(make_config: Callable[..., Config]) -> None:
-    block = BasicBlock(64, 128, 2, parts=BlockParts.from_config(make_config().model))
+    block = BasicBlock(64, 128, 2, parts=pa_block_parts(make_config().model))
     assert isinstance(block.conv2, PCAR) and isinstance(block.aff, AFF)
     assert isinstance(block.bn2, nn.BatchNorm2d)
     assert block(_randn(2, 64, 16, 16)).shape == (2, 128, 8, 8)
 
 
 def test_pa_block_with_half_gate_is_the_residual_sum(make_config: Callable[..., Config]) -> None:
-    parts = BlockParts.from_config(make_config("model.use_pcar=false").model)
+    parts = pa_block_parts(make_config("model.use_pcar=false").model)
     pa, plain = BasicBlock(32, 64, parts=parts).eval(), BasicBlock(32, 64).eval()
     plain.load_state_dict({k: v for k, v in pa.state_dict().items() if not k.startswith("aff.")})
     _force_half_gate(pa.aff)
@@ -232,9 +233,12 @@ def test_block_upsample_doubles_before_conv1_and_shortcut() -> None:
     assert block(_randn(2, 128, 4, 4)).shape == (2, 64, 8, 8)
 
 
-def test_pcar_without_spr_settings_is_refused(make_config: Callable[..., Config]) -> None:
-    with pytest.raises(ValueError, match="SPR"):
-        BasicBlock(16, 16, parts=BlockParts(pcar=make_config().model.pcar))
+def test_the_pa_block_parts_follow_the_switches_and_their_settings(make_config: Callable[..., Config]) -> None:
+    block = BasicBlock(32, 32, parts=pa_block_parts(make_config("model.use_aff=false", "model.spr.reduction=8",
+                                                                 "model.pcar.branches=plain").model))
+    assert isinstance(block.conv2, PCAR) and block.aff is None
+    assert block.conv2.sprs[0].fc1.out_channels == 32 // 8
+    assert all(b[0].dilation == (1, 1) for b in block.conv2.branches), "plain branches"
 
 
 @pytest.mark.parametrize(("h", "w"), [(64, 64), (8, 16), (2, 2), (7, 9)])

@@ -16,14 +16,13 @@ from torchvision.models import resnet18
 
 from pfadseg.arch.adps import ADPS
 from pfadseg.arch.destseg import DESTSEG
-from pfadseg.bench.models import bench_models
+from pfadseg.bench.models import bench_models, count_parameters
 from pfadseg.config import Config, ConfigError, ModelConfig
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map, l2_normalize, seg_input
-from pfadseg.models.build import build_segnet, build_student, build_teacher, count_parameters
 from pfadseg.models.fold import fold_batchnorm
-from pfadseg.models.segnet import SegNet
-from pfadseg.models.student import Student
-from pfadseg.models.teacher import Teacher, TeacherWeightsError, imagenet_weights_file, teacher_identity
+from pfadseg.models.segnet import SegNet, build_segnet
+from pfadseg.models.student import Student, build_student
+from pfadseg.models.teacher import Teacher, TeacherWeightsError, build_teacher, imagenet_weights_file, teacher_identity
 
 LEVELS = [(64, 4), (128, 8), (256, 16)]  # (channels, stride) of the three matched levels
 

@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+from pfadseg.bench.models import count_parameters
 from pfadseg.config import Config
 from pfadseg.models.aff import AFF
-from pfadseg.models.blocks import BasicBlock, BlockParts
-from pfadseg.models.build import build_segnet, build_student, count_parameters
+from pfadseg.models.blocks import BasicBlock
+from pfadseg.models.pa_block import pa_block_parts
 from pfadseg.models.pcar import PCAR
 from pfadseg.models.rcm import RCM
+from pfadseg.models.segnet import build_segnet
 from pfadseg.models.spr import SPR
+from pfadseg.models.student import build_student
 
 PLAIN = ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")
 
@@ -54,7 +57,7 @@ def test_pcar(channels: int, branches: str, shared: bool, expected: int) -> None
 @pytest.mark.parametrize(("channels", "pa", "plain"), [
     (64, 154_276, 73_984), (128, 614_728, 295_424), (256, 2_454_160, 1_180_672), (512, 9_807_136, 4_720_640)])
 def test_blocks(make_config: Callable[..., Config], channels: int, pa: int, plain: int) -> None:
-    parts = BlockParts.from_config(make_config().model)  # PCAR (A) + AFF r=4
+    parts = pa_block_parts(make_config().model)  # PCAR (A) + AFF r=4
     assert meta_count(lambda: BasicBlock(channels, channels, parts=parts)) == pa
     assert meta_count(lambda: BasicBlock(channels, channels)) == plain
 

@@ -9,6 +9,7 @@ import pytest
 
 from pfadseg.arch.registry import architecture
 from pfadseg.config import ConfigError, config_from_dict, read_params
+from pfadseg.detectors import build_problem
 from pfadseg.paths import Layout
 from pfadseg.pipeline.check_params import CHECK_PARAMS, graph_arch_problem
 from pfadseg.pipeline.graph import render_graph
@@ -65,7 +66,7 @@ def test_networks_that_cannot_be_built_are_refused_before_any_stage(
                                        ("model.use_aff=false", "model.use_pcar=false", "model.use_rcm=false")])
 def test_buildable_settings_pass_and_every_map_is_image_size(overrides: tuple[str, ...]) -> None:
     cfg = _cfg(*overrides)
-    assert architecture(cfg.model.arch).build_problem(cfg) is None
+    assert build_problem(architecture(cfg.model.arch), cfg) is None
 
 
 def test_the_graph_check_reads_a_copy_of_the_project(tmp_path: Path) -> None:

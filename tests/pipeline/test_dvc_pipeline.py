@@ -152,3 +152,7 @@ def test_dvc_status_follows_the_code_each_stage_imports(workspace: Path) -> None
     assert f"evaluate@{WIDGETS}-0" in out and f"train_student@{WIDGETS}-0" in out, out
     out = stale_after_editing("pfadseg/report/tables.py")
     assert "report" in out and "train_student" not in out and "evaluate@" not in out, out
+    out = stale_after_editing("pfadseg/metrics.py")  # a metric fix re-evaluates and retrains nothing
+    changed = {line.rstrip(":").split("@")[0] for line in out.splitlines() if line and not line.startswith("\t")
+               and line.endswith(":")}
+    assert changed == {"evaluate"}, out

@@ -34,7 +34,33 @@ def test_each_architecture_has_its_own_training_stages_and_params() -> None:
     adps = yaml.safe_load(render_graph(config_from_dict(read_params(REPO / "params.yaml"), ["model.arch=adps"]),
                                        REPO))["stages"]
     assert "train_adps" in adps and not {"train_student", "train_seg"} & set(adps)
-    assert "pfadseg/train/destseg.py" not in adps["train_adps"]["deps"]
+    assert not {"pfadseg/train/student.py", "pfadseg/train/seg.py"} & set(adps["train_adps"]["deps"])
+
+
+ADPS_STAGES = yaml.safe_load(render_graph(config_from_dict(read_params(REPO / "params.yaml"), ["model.arch=adps"]),
+                                          REPO))["stages"]
+# Code a stage never runs, so must not depend on: an edit to it leaves the stage up to date (no retraining).
+NEVER_RUNS = {
+    "train_student": ("metrics.py", "evaluate.py", "models/segnet.py", "models/rcm.py", "models/aspp.py",
+                      "models/adps.py", "models/psm.py", "models/wmb.py", "models/patchify.py", "detectors.py"),
+    "train_seg": ("metrics.py", "evaluate.py", "models/adps.py", "models/psm.py", "models/wmb.py",
+                  "models/patchify.py", "detectors.py"),
+    "acquire_textures": ("data/ksdd2.py",),
+    "train_adps": ("models/aff.py", "models/pcar.py", "models/spr.py", "models/rcm.py", "models/aspp.py",
+                   "models/segnet.py", "models/student.py", "metrics.py", "evaluate.py"),
+    "calibrate": ("metrics.py", "evaluate.py"),
+}
+
+
+@pytest.mark.parametrize("stage", list(NEVER_RUNS))
+def test_a_stage_depends_on_no_code_it_never_runs(stage: str) -> None:
+    deps = (ADPS_STAGES if stage == "train_adps" else STAGES)[stage]["deps"]
+    assert [m for m in NEVER_RUNS[stage] if f"pfadseg/{m}" in deps] == []
+    assert f"pfadseg/{'train/adps.py' if stage == 'train_adps' else 'config.py'}" in deps, "the closure is real"
+
+
+def test_only_evaluation_reads_the_metrics() -> None:
+    assert [name for name, stage in STAGES.items() if "pfadseg/metrics.py" in stage.get("deps", [])] == ["evaluate"]
 
 
 def test_a_stage_cannot_read_an_undeclared_param() -> None:

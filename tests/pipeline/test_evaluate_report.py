@@ -14,11 +14,13 @@ import pytest
 from pfadseg.config import Config, config_from_dict, read_params
 from pfadseg.fsio import read_json
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import acquire_images
+from pfadseg.pipeline.acquire_textures import acquire_textures
 from pfadseg.pipeline.bank import run_bank
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.evaluate import EVALUATE
 from pfadseg.pipeline.report import run_report
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.report.figures import curve_figure, qualitative_grid
 from tests.conftest import REPO, TINY
 

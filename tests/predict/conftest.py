@@ -12,10 +12,12 @@ import pytest
 from pfadseg.config import Config, config_from_dict, read_params
 from pfadseg.fsio import read_json
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import acquire_images
+from pfadseg.pipeline.acquire_textures import acquire_textures
 from pfadseg.pipeline.bank import run_bank
 from pfadseg.pipeline.calibrate import CALIBRATE
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.predict import Predictor, load_predictor
 from tests.conftest import REPO, TINY
 

@@ -22,8 +22,8 @@ from pfadseg.calibrate import (
 )
 from pfadseg.config import Config
 from pfadseg.data.images import load_train_set, normalize
-from pfadseg.evaluate import ScoreRule
 from pfadseg.metrics import image_scores
+from pfadseg.score import ScoreRule
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer
 from tests.predict.conftest import CALIBRATION_SAMPLES, CATEGORY, TrainedRun

@@ -26,8 +26,9 @@ from pfadseg.export import (
     static_adaptive_avg_pool2d,
     traceable_adaptive_pooling,
 )
-from pfadseg.models.build import build_segnet, build_student
 from pfadseg.models.detector import AnomalyDetector
+from pfadseg.models.segnet import build_segnet
+from pfadseg.models.student import build_student
 from pfadseg.predict import Predictor, load_predictor
 from tests.predict.conftest import TrainedRun
 

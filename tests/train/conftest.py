@@ -9,7 +9,8 @@ import pytest
 
 from pfadseg.config import Config
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import acquire_images
+from pfadseg.pipeline.acquire_textures import acquire_textures
 from pfadseg.pipeline.bank import run_bank
 
 OFFLINE = ("data.source=synthetic", "data.textures=procedural", "model.teacher_weights=random")

@@ -19,8 +19,9 @@ from pfadseg.device import amp_enabled, autocast, prepare_module
 from pfadseg.paths import Layout
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.calibrate import CALIBRATE
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.evaluate import EVALUATE
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.predict import load_predictor
 from pfadseg.train import loop as loop_module
 

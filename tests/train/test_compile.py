@@ -16,7 +16,8 @@ from pfadseg.config import Config
 from pfadseg.device import COMPILE_CACHE_ENV, compile_cache_dir, maybe_compile
 from pfadseg.paths import Layout
 from pfadseg.pipeline.adps import TRAIN_ADPS
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from tests.train.test_accelerator_path import ACCELERATOR_PATH, OFFLINE
 
 STEPS = ("train.student.iterations=3", "train.seg.iterations=3", "train.compile=true")

@@ -15,7 +15,8 @@ from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.paths import Layout
 from pfadseg.pipeline.adps import TRAIN_ADPS
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.synth.composer import BatchComposer
 from pfadseg.train.loop import WARMUP_STEPS
 from tests.train.conftest import OFFLINE

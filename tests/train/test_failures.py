@@ -20,7 +20,8 @@ from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.fsio import WriteError
 from pfadseg.paths import Layout
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.train import loop as loop_module
 from pfadseg.train.loop import RUNNING_VAR_LIMIT, WEIGHT_LIMIT, DivergenceError
 from tests.train.conftest import OFFLINE

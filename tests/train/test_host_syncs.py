@@ -13,11 +13,13 @@ import torch
 import pfadseg
 from pfadseg.config import Config
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images, acquire_textures
+from pfadseg.pipeline.acquire_images import acquire_images
+from pfadseg.pipeline.acquire_textures import acquire_textures
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.bank import run_bank
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.entry import StageDef
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.train import loop as loop_module
 
 # What copies a tensor's value to the host (a device sync on CUDA).

@@ -16,13 +16,14 @@ from pfadseg.arch.destseg import SEG_FILE, STUDENT_FILE
 from pfadseg.artifacts import load_model_file
 from pfadseg.config import Config
 from pfadseg.paths import Layout
-from pfadseg.pipeline.acquire import acquire_images
+from pfadseg.pipeline.acquire_images import acquire_images
 from pfadseg.pipeline.adps import TRAIN_ADPS
 from pfadseg.pipeline.calibrate import CALIBRATE
-from pfadseg.pipeline.destseg import TRAIN_SEG, TRAIN_STUDENT
 from pfadseg.pipeline.entry import StageDef
 from pfadseg.pipeline.evaluate import EVALUATE
 from pfadseg.pipeline.report import collect_runs, provenance
+from pfadseg.pipeline.train_seg import TRAIN_SEG
+from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.predict import load_predictor
 from pfadseg.train import loop as loop_module
 from pfadseg.train.loop import NonFiniteLossError
