@@ -441,11 +441,12 @@ def bench_train_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Iterations/s, ops per step and peak memory of both training stages, DeSTSeg vs PFADSeg."""
-    from pfadseg.bench.train import VARIANTS, bench_train
+    from pfadseg.arch.destseg import BENCH_VARIANTS
+    from pfadseg.bench.train import bench_train
 
-    variants = tuple(variant or VARIANTS)
-    if unknown := [v for v in variants if v not in VARIANTS]:
-        raise UsageError(f"--variant {unknown[0]}: use one of {', '.join(VARIANTS)}")
+    variants = tuple(variant or BENCH_VARIANTS)
+    if unknown := [v for v in variants if v not in BENCH_VARIANTS]:
+        raise UsageError(f"--variant {unknown[0]}: use one of {', '.join(BENCH_VARIANTS)}")
     results = bench_train(_config(params, set_), image_size=image_size, batch_size=batch_size,
                           iterations=iterations, device=device, reference=reference, profile=profile,
                           variants=variants)

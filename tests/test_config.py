@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pfadseg.arch.destseg import DESTSEG
+from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG, Variant
 from pfadseg.config import ConfigError, config_from_dict, load_config, read_params, upgrade_stored_config
 from tests.conftest import REPO
 
@@ -18,6 +18,16 @@ def test_repository_params_load_and_default_to_pfadseg() -> None:
     assert DESTSEG.variant(cfg) == "aff+pcar+rcm"
     assert cfg.train.student.iterations == 3000 and cfg.train.seg.iterations == 4000
     assert cfg.data.categories[0] == "bottle" and len(cfg.data.categories) == 15
+
+
+def test_a_variant_names_applies_and_reads_back_its_switches() -> None:
+    cfg = load_config(REPO / "params.yaml")
+    aff_rcm = Variant(aff=True, pcar=False, rcm=True)
+    assert aff_rcm.name == "aff+rcm" and Variant(False, False, False).name == "destseg"
+    assert aff_rcm.overrides == ["model.use_aff=true", "model.use_pcar=false", "model.use_rcm=true"]
+    assert Variant.of(aff_rcm.apply(cfg)) == aff_rcm
+    assert Variant.of(config_from_dict(read_params(REPO / "params.yaml"), aff_rcm.overrides)) == aff_rcm
+    assert BENCH_VARIANTS["destseg"].apply(cfg).model.use_pcar is False and Variant.of(cfg) == BENCH_VARIANTS["pfadseg"]
 
 
 def test_overrides_are_yaml_typed() -> None:

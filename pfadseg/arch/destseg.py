@@ -5,7 +5,9 @@ DeSTSeg is this architecture with the three switches ``model.use_aff``, ``use_pc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
@@ -17,6 +19,40 @@ from pfadseg.synth.bank import BANK_PARAMS
 STUDENT_FILE = ModelFile("student.pt", "pfadseg.student/1")
 SEG_FILE = ModelFile("seg.pt", "pfadseg.seg/1")
 SWITCHES = ("model.use_aff", "model.use_pcar", "model.use_rcm")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A switch combination of the DeSTSeg family, the unit of PFADSeg's Table 4: which of AFF, PCAR (both in the
+    PA blocks, §3.1-3.2) and RCM (the seg head, §3.3) are on. All off: DeSTSeg; all on: PFADSeg."""
+
+    aff: bool
+    pcar: bool
+    rcm: bool
+
+    @classmethod
+    def of(cls, cfg: Config) -> Variant:
+        return cls(cfg.model.use_aff, cfg.model.use_pcar, cfg.model.use_rcm)
+
+    @property
+    def name(self) -> str:
+        """The modules that are on, e.g. ``aff+rcm`` (PFADSeg: ``aff+pcar+rcm``), or ``destseg``."""
+        on = [n for n, flag in (("aff", self.aff), ("pcar", self.pcar), ("rcm", self.rcm)) if flag]
+        return "+".join(on) or "destseg"
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``-S`` values that select it (:data:`SWITCHES`)."""
+        return [f"{key}={str(on).lower()}" for key, on in zip(SWITCHES, (self.aff, self.pcar, self.rcm), strict=True)]
+
+    def apply(self, cfg: Config) -> Config:
+        """``cfg`` with this variant's switches."""
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_aff=self.aff, use_pcar=self.pcar,
+                                                                  use_rcm=self.rcm))
+
+
+# The two ends of Table 4, as the benchmarks compare them
+BENCH_VARIANTS = {"destseg": Variant(False, False, False), "pfadseg": Variant(True, True, True)}
 
 # What the student's and the seg net's shape depend on: an ablation that changes only model.use_rcm restores
 # every student from DVC's run cache.
@@ -50,9 +86,7 @@ class DeSTSegFamily(Architecture):
         return "resnet18"  # the protocol's, whatever model.adps.backbone says
 
     def variant(self, cfg: Config) -> str:
-        on = [n for n, flag in (("aff", cfg.model.use_aff), ("pcar", cfg.model.use_pcar), ("rcm", cfg.model.use_rcm))
-              if flag]
-        return "+".join(on) if on else "destseg"
+        return Variant.of(cfg).name
 
     def describe_model(self, cfg: Config) -> str:
         return (f"{self.variant(cfg)} (use_aff={cfg.model.use_aff}, use_pcar={cfg.model.use_pcar}, "

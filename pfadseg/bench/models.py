@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 import warnings
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pfadseg.arch.destseg import DESTSEG
+from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
 from pfadseg.models.anomaly_map import seg_input
@@ -21,9 +20,6 @@ from pfadseg.models.segnet import build_segnet
 from pfadseg.models.student import build_student
 from pfadseg.models.teacher import build_teacher
 from pfadseg.seeding import torch_generator
-
-VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
-
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -70,8 +66,8 @@ def bench_models(cfg: Config, *, image_size: int = 256, batch_size: int = 16, de
     with warnings.catch_warnings():  # the random teacher still logs its warning once
         warnings.simplefilter("ignore")
         teacher = build_teacher("random", DESTSEG.teacher_backbone(cfg))
-    for name, on in VARIANTS.items():
-        model_cfg = dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on)
+    for name, variant in BENCH_VARIANTS.items():
+        model_cfg = variant.apply(cfg).model
         nets: dict[str, nn.Module] = {"teacher": teacher, "student": build_student(model_cfg, generator),
                                       "segnet": build_segnet(model_cfg, generator)}
         nets = {k: prepare_module(v, dev, cfg.train).eval() for k, v in nets.items()}
@@ -102,7 +98,7 @@ def _print(results: dict[str, Any], echo: Callable[[str], None]) -> None:
          f"median of {results['repeats']}; inference teacher + student + segnet")
     echo(f"{'variant':<8} {'student M':>9} {'segnet M':>9} {'GFLOPs/img':>10} {'ms b=1':>9} "
          f"{f'ms b={b}':>10} {f'ms/img b={b}':>12}")
-    for name in VARIANTS:
+    for name in BENCH_VARIANTS:
         r = results[name]
         echo(f"{name:<8} {r['student'] / 1e6:9.2f} {r['segnet'] / 1e6:9.2f} {r['gflops_total']:10.1f} "
              f"{r['ms_batch_1']:9.1f} {r['ms_batch_n']:10.1f} {r['ms_batch_n'] / b:12.1f}")

@@ -13,7 +13,6 @@ the model's input size (the fixed part: interpreter, torch, model) and the bytes
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import resource
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pfadseg.arch.destseg import DESTSEG
+from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.config import Config
 from pfadseg.detectors import untrained_detector
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
@@ -38,8 +37,6 @@ from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.teacher import build_teacher
 from pfadseg.predict import BAND_PIXELS, PngWriter, predict
 from pfadseg.seeding import torch_generator
-
-VARIANTS = {"destseg": False, "pfadseg": True}  # all three switches off / on
 
 
 def _sync(device: torch.device) -> None:
@@ -105,9 +102,8 @@ def bench_predict(
     with warnings.catch_warnings():  # the random teacher still logs its warning once
         warnings.simplefilter("ignore")
         teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
-    for name, on in VARIANTS.items():
-        variant = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_aff=on, use_pcar=on, use_rcm=on))
-        detector = untrained_detector(DESTSEG, variant, teacher, dev, generator)
+    for name, variant in BENCH_VARIANTS.items():
+        detector = untrained_detector(DESTSEG, variant.apply(cfg), teacher, dev, generator)
         for batch in batch_sizes:
             x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(dev)
             if dev.type == "cuda" and cfg.train.channels_last:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pfadseg.arch.destseg import DESTSEG
+from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.bench.profile import matmul_peak_flops, profile_step, step_flops
 from pfadseg.config import Config, config_from_dict
 from pfadseg.data.procedural import make_procedural_textures
@@ -37,8 +37,6 @@ from pfadseg.train.seg import seg_optimizer, seg_step_fn, stack_segnet
 from pfadseg.train.stacked import StackedParameters
 from pfadseg.train.student import student_optimizer, student_step_fn
 
-VARIANTS = {"destseg": (False, False, False), "pfadseg": (True, True, True)}  # (aff, pcar, rcm)
-SWITCHES = ("model.use_aff", "model.use_pcar", "model.use_rcm")
 REFERENCE = " (per-parameter)"  # the suffix of the variants measured with train.fewer_kernels false
 
 
@@ -140,7 +138,7 @@ def _measure_variant(cfg: Config, images: np.ndarray, bank: AnomalyBank, dev: to
 
 
 def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: int, device: str,
-                reference: bool = True, profile: bool = False, variants: tuple[str, ...] = tuple(VARIANTS)
+                reference: bool = True, profile: bool = False, variants: tuple[str, ...] = tuple(BENCH_VARIANTS)
                 ) -> dict[str, Any]:
     """Measure both stages of ``variants`` in one run (random teacher, procedural bank); print a table.
 
@@ -170,8 +168,7 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
         make_procedural_textures(textures, base.data.procedural_textures)
         build_bank(base, textures / "images", Path(tmp) / "bank", progress=False)
         for name in variants:
-            switches = VARIANTS[name]
-            vcfg = _with(base, *(f"{key}={str(on).lower()}" for key, on in zip(SWITCHES, switches, strict=True)))
+            vcfg = BENCH_VARIANTS[name].apply(base)
             bank = AnomalyBank.load(Path(tmp) / "bank", vcfg)
             for form, overrides in forms.items():
                 results[name + form] = _measure_variant(_with(vcfg, *overrides), images, bank, dev,

@@ -30,10 +30,10 @@ from pfadseg.report.ablation import (
     ADPS_EXPERIMENT,
     ADPS_OVERRIDES,
     ablation_chart,
+    ablation_rows,
     missing_rows,
     parse_exp_show,
     render_ablation,
-    variants,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def plan_grid(rows: Sequence[int] | None = None, *, adps: bool = False,
 
     Row 7 (PFADSeg, the params.yaml default) comes last, so a sequential run leaves the workspace on it.
     """
-    table = variants()
+    table = ablation_rows()
     known = [v.row for v in table]
     if rows is not None and (unknown := sorted(set(rows) - set(known))):
         raise UsageError(f"--rows {','.join(map(str, unknown))}: Table 4 has rows {known[0]} to {known[-1]}")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pfadseg.arch.destseg import SWITCHES, Variant
 from pfadseg.data.categories import MVTEC_CATEGORIES
 from pfadseg.fsio import atomic_path
 from pfadseg.report.paper import paper_numbers
@@ -32,38 +33,37 @@ from pfadseg.report.tables import (
 )
 
 METRICS = (("image_auroc", "Image AUROC"), ("pixel_ap", "Pixel AP"), ("iap", "IAP"))
-SWITCHES = ("use_rcm", "use_aff", "use_pcar")
 ADPS_EXPERIMENT = "adps"  # `dvc exp run -n adps -S model.arch=adps`: ADPS beside the seven rows
 ADPS_OVERRIDES = ("model.arch=adps",)
+_SWITCH_KEYS = tuple(key.removeprefix("model.") for key in SWITCHES)  # in dvc exp show's params: use_aff, ...
 _METRICS_FILE = re.compile(r"(?:^|/)metrics/(?P<category>[^/]+)/seed(?P<seed>\d+)\.json$")
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One row of Table 4: which modules are on, and the paper's (image AUROC, pixel AP, IAP)."""
+class AblationRow:
+    """One row of Table 4: its number, its :class:`Variant` and the paper's (image AUROC, pixel AP, IAP)."""
 
     row: int
-    rcm: bool
-    aff: bool
-    pcar: bool
+    variant: Variant
     paper: tuple[float, float, float]
 
     @property
     def name(self) -> str:
-        """Experiment name, e.g. ``ablation-5-rcm-pcar``."""
-        parts = [n for n, on in (("rcm", self.rcm), ("aff", self.aff), ("pcar", self.pcar)) if on]
+        """Experiment name, e.g. ``ablation-5-rcm-pcar`` (the paper's column order: RCM, AFF, PCAR)."""
+        v = self.variant
+        parts = [n for n, on in (("rcm", v.rcm), ("aff", v.aff), ("pcar", v.pcar)) if on]
         return f"ablation-{self.row}-{'-'.join(parts) or 'none'}"
 
     @property
     def overrides(self) -> list[str]:
-        """The ``-S`` values that select this variant (the architecture too: an ADPS run may precede it)."""
-        return ["model.arch=pfadseg", f"model.use_rcm={str(self.rcm).lower()}",
-                f"model.use_aff={str(self.aff).lower()}", f"model.use_pcar={str(self.pcar).lower()}"]
+        """The ``-S`` values that select this row (the architecture too: an ADPS run may precede it)."""
+        return ["model.arch=pfadseg", *self.variant.overrides]
 
 
-def variants() -> list[Variant]:
+def ablation_rows() -> list[AblationRow]:
     """The paper's seven rows (row 1 is the DeSTSeg baseline, row 7 full PFADSeg)."""
-    return [Variant(r["row"], r["rcm"], r["aff"], r["pcar"], tuple(r["values"])) for r in paper_numbers().ablation]
+    return [AblationRow(r["row"], Variant(aff=r["aff"], pcar=r["pcar"], rcm=r["rcm"]), tuple(r["values"]))
+            for r in paper_numbers().ablation]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class ExperimentResult:
     """A DVC experiment's (or commit's) switches and its per-category metrics JSONs."""
 
     name: str
-    switches: tuple[bool, bool, bool]  # (rcm, aff, pcar)
+    variant: Variant
     runs: dict[str, list[dict[str, Any]]]
     arch: str = "pfadseg"
     rev: str = ""  # the experiment's commit
@@ -96,7 +96,7 @@ def parse_exp_show(exp_show: list[dict[str, Any]]) -> list[ExperimentResult]:
     for entry in _entries(exp_show):
         data = entry.get("data") or {}
         model = (data.get("params", {}).get("params.yaml", {}).get("data", {}) or {}).get("model", {})
-        if not all(isinstance(model.get(s), bool) for s in SWITCHES):
+        if not all(isinstance(model.get(s), bool) for s in _SWITCH_KEYS):
             continue
         runs: dict[str, list[dict[str, Any]]] = {}
         for path, metrics in (data.get("metrics") or {}).items():
@@ -105,15 +105,15 @@ def parse_exp_show(exp_show: list[dict[str, Any]]) -> list[ExperimentResult]:
         if runs:
             rev = str(entry.get("rev", "?"))
             results.append(ExperimentResult(entry.get("name") or rev[:7],
-                                            tuple(model[s] for s in SWITCHES), runs,  # type: ignore[arg-type]
+                                            Variant(*(model[s] for s in _SWITCH_KEYS)), runs,
                                             str(model.get("arch", "pfadseg")), rev))
     return results
 
 
-def pick(results: list[ExperimentResult], variant: Variant) -> ExperimentResult | None:
-    """The experiment named after ``variant``, else the first pfadseg one with its switches."""
-    matching = [r for r in results if r.arch == "pfadseg" and r.switches == (variant.rcm, variant.aff, variant.pcar)]
-    named = [r for r in matching if r.name == variant.name]
+def pick(results: list[ExperimentResult], row: AblationRow) -> ExperimentResult | None:
+    """The experiment named after ``row``, else the first pfadseg one with its switches."""
+    matching = [r for r in results if r.arch == "pfadseg" and r.variant == row.variant]
+    named = [r for r in matching if r.name == row.name]
     return (named or matching or [None])[0]
 
 
@@ -177,12 +177,12 @@ def _delta(result: ExperimentResult | None, ours: Stat | None, paper: float | No
 
 def missing_rows(results: list[ExperimentResult]) -> list[int]:
     """The Table 4 rows no experiment in ``results`` gives."""
-    return [v.row for v in variants() if pick(results, v) is None]
+    return [v.row for v in ablation_rows() if pick(results, v) is None]
 
 
 def _experiments_list(results: list[ExperimentResult]) -> list[str]:
     """Provenance of each experiment the tables use: its name, commit, device(s) and runs."""
-    used = [found for v in variants() if (found := pick(results, v))]
+    used = [found for v in ablation_rows() if (found := pick(results, v))]
     if adps := pick_adps(results):
         used.append(adps)
     lines = ["## Experiments", "", "| Experiment | Revision | Device | Category × seed runs |", "|---|---|---|---|"]
@@ -191,21 +191,21 @@ def _experiments_list(results: list[ExperimentResult]) -> list[str]:
     return lines
 
 
-def _differences_table(results: list[ExperimentResult], reference: Variant) -> list[str]:
+def _differences_table(results: list[ExperimentResult], reference: AblationRow) -> list[str]:
     """Each row against ``reference``: ours with its interval beside the paper's difference."""
     base = pick(results, reference)
     header = "| Row | Experiment | pairs | " + " | ".join(f"{t} Δ ours [95 % CI] | paper Δ" for _, t in METRICS) + " |"
     lines = [header, "|" + "---|" * (3 + 2 * len(METRICS))]
-    for variant in variants():
-        if variant.row == reference.row:
+    for row in ablation_rows():
+        if row.row == reference.row:
             continue
-        found = pick(results, variant)
+        found = pick(results, row)
         diffs = [paired_difference(found, base, m) if found and base else None for m, _ in METRICS]
         pairs = max((d.n for d in diffs if d), default=0)
-        cells = [str(variant.row), found.name if found else NOT_RUN, str(pairs)]
+        cells = [str(row.row), found.name if found else NOT_RUN, str(pairs)]
         for diff, (i, _) in zip(diffs, enumerate(METRICS), strict=True):
             cells += [str(diff) if diff else NOT_RUN,
-                      f"{variant.paper[i] - reference.paper[i]:+.1f}".replace("-", "−")]
+                      f"{row.paper[i] - reference.paper[i]:+.1f}".replace("-", "−")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -219,11 +219,11 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
              "Means over the categories each experiment ran, in percent (segmentation branch). The paper's "
              "module sets per row are inferred (its check marks were lost); row 1 is DeSTSeg, row 7 PFADSeg.", "",
              header, "|" + "---|" * (6 + 3 * len(METRICS))]
-    for variant in variants():
-        found = pick(results, variant)
-        cells = [str(variant.row), mark[variant.rcm], mark[variant.aff], mark[variant.pcar]]
+    for row in ablation_rows():
+        found = pick(results, row)
+        cells = [str(row.row), mark[row.variant.rcm], mark[row.variant.aff], mark[row.variant.pcar]]
         cells += [found.name, str(len(found.runs))] if found else [NOT_RUN, "0"]
-        for (metric, _), paper in zip(METRICS, variant.paper, strict=True):
+        for (metric, _), paper in zip(METRICS, row.paper, strict=True):
             ours = mean_over_categories(found, metric) if found else None
             cells += [str(ours) if ours else NOT_RUN, f"{paper:.1f}", _delta(found, ours, paper)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -237,11 +237,11 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
                       _delta(adps, ours, reported)]
         lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "The ADPS row is `model.arch=adps` (experiment `adps`); its paper states only the mean pixel AP."]
-    rows = variants()
+    rows = ablation_rows()
     picked = [found for v in rows if (found := pick(results, v))]
-    runs = [(r.switches, category, run["run_seed"]) for r in picked for category, rs in r.runs.items() for run in rs]
+    runs = [(r.variant, category, run["run_seed"]) for r in picked for category, rs in r.runs.items() for run in rs]
     seeds = {seed for _, _, seed in runs}
-    students = {(switches[1:], category, seed) for switches, category, seed in runs}  # AFF and PCAR shape it
+    students = {(v.aff, v.pcar, category, seed) for v, category, seed in runs}  # AFF and PCAR shape it
     if NO_DELTA_MARK in "\n".join(lines):
         lines += ["", FOOTNOTES[NO_DELTA_MARK]]
     if missing := missing_rows(results):
@@ -267,7 +267,7 @@ def render_ablation(results: list[ExperimentResult], prov: Provenance) -> str:
 
 def ablation_chart(results: list[ExperimentResult], path: Path) -> None:
     """Grouped bars per metric: ours and the paper's value for each of the seven rows."""
-    rows = variants()
+    rows = ablation_rows()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.8), squeeze=False)
     x = np.arange(len(rows))
     for ax, (i, (metric, title)) in zip(axes[0], enumerate(METRICS), strict=True):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pfadseg.arch.destseg import Variant
 from pfadseg.artifacts import ArtifactError
 from pfadseg.bench.predict import bench_predict
 from pfadseg.data.images import load_image
@@ -217,7 +218,8 @@ def test_load_predictor_errors(trained_run: TrainedRun, tmp_path: Path) -> None:
 
 def test_bench_predict_smoke(trained_run: TrainedRun, monkeypatch: pytest.MonkeyPatch) -> None:
     """The bench's code path; both rows on the baseline networks to keep it quick (they are tested elsewhere)."""
-    monkeypatch.setattr("pfadseg.bench.predict.VARIANTS", {"destseg": False, "pfadseg": False})
+    baseline = Variant(False, False, False)
+    monkeypatch.setattr("pfadseg.bench.predict.BENCH_VARIANTS", {"destseg": baseline, "pfadseg": baseline})
     lines: list[str] = []
     result = bench_predict(trained_run.cfg, image_size=32, device="cpu", batch_sizes=(1,), repeats=1,
                            echo=lines.append)

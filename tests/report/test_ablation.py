@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from pfadseg.report.ablation import ExperimentResult, paired_difference, parse_exp_show, pick, render_ablation, variants
+from pfadseg.arch.destseg import Variant
+from pfadseg.report.ablation import (
+    ExperimentResult,
+    ablation_rows,
+    paired_difference,
+    parse_exp_show,
+    pick,
+    render_ablation,
+)
 from pfadseg.report.tables import NOT_RUN, Provenance
 
 
@@ -39,7 +47,7 @@ def _row(text: str, row: int) -> list[str]:
 def test_parse_keeps_experiments_with_switches_and_metrics() -> None:
     results = parse_exp_show(_exp_show())
     assert [r.name for r in results] == ["main", "ablation-1-none", "my-run"]
-    assert results[1].switches == (False, False, False) and set(results[1].runs) == {"bottle", "carpet"}
+    assert results[1].variant == Variant(False, False, False) and set(results[1].runs) == {"bottle", "carpet"}
 
 
 def test_rows_are_matched_by_switches_and_averaged_over_categories() -> None:
@@ -57,7 +65,7 @@ def test_rows_are_matched_by_switches_and_averaged_over_categories() -> None:
 
 
 def test_seven_variants_with_unique_names_and_full_overrides() -> None:
-    rows = variants()
+    rows = ablation_rows()
     assert [v.row for v in rows] == list(range(1, 8))
     assert len({v.name for v in rows}) == 7 and rows[-1].name == "ablation-7-rcm-aff-pcar"
     # each variant sets the architecture and every switch, so runs never compound (dvc exp run keeps -S values)
@@ -103,7 +111,7 @@ def _two_seed_grid() -> list[ExperimentResult]:
 
 def test_paired_difference_matches_a_hand_computed_t_interval() -> None:
     results = _two_seed_grid()
-    rows = variants()
+    rows = ablation_rows()
     diff = paired_difference(pick(results, rows[-1]), pick(results, rows[0]), "iap")
     # differences 1, 2, 3, 4 points: mean 2.5, sd sqrt(5/3), t(0.975, 3) = 3.182446305
     half = 3.182446305284263 * math.sqrt(5 / 3) / 2
@@ -118,7 +126,7 @@ def test_paired_difference_matches_a_hand_computed_t_interval() -> None:
 def test_one_pair_gives_its_difference_without_an_interval() -> None:
     """One category and one seed (a one-category demo): the difference, said to have no interval, not "not run"."""
     results = parse_exp_show(_exp_show())
-    rows = variants()
+    rows = ablation_rows()
     diff = paired_difference(pick(results, rows[4]), pick(results, rows[0]), "iap")  # my-run ran bottle only
     assert diff is not None and diff.n == 1 and not diff.excludes_zero
     assert str(diff) == "+15.0 [no interval: 1 pair]"
