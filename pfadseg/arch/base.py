@@ -18,7 +18,7 @@ from pfadseg.seeding import derive_seed, seeded
 
 # Params every model-building stage reads: the data size, the teacher and the device settings.
 MODEL_COMMON_PARAMS: tuple[str, ...] = (
-    "seed", "data.source", "data.image_size", "model.arch", "model.teacher_weights", "train.device", "train.amp",
+    "seed", "data.image_size", "model.arch", "model.teacher_weights", "train.device", "train.amp",
     "train.channels_last", "train.fewer_kernels", "train.accelerator_path_on_cpu",
 )
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from pfadseg.data.layout import CategoryFiles, mask_size_error, scan_category, upright_size
+from pfadseg.data.layout import CategoryFiles, mask_size_error, train_images, upright_size
 from pfadseg.errors import PfadsegError
 
 log = logging.getLogger(__name__)
@@ -161,9 +161,10 @@ class TestSet:
     defects: list[str]
 
 
-def load_train_set(root: Path, category: str, size: int, *, masks_required: bool) -> np.ndarray:
-    """The normal training images of ``root/<category>``, decoded and resized once: uint8 N x size x size x 3."""
-    return load_images(scan_category(root, category, masks_required=masks_required).train, size)
+def load_train_set(root: Path, category: str, size: int) -> np.ndarray:
+    """The normal training images of ``root/<category>``, decoded and resized once: uint8 N x size x size x 3 (the
+    test split and its masks are not read: training and calibration depend on neither)."""
+    return load_images(train_images(root, category), size)
 
 
 def load_test_set(files: CategoryFiles, size: int) -> TestSet:

@@ -68,18 +68,29 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_category(root: Path, category: str, *, masks_required: bool = True) -> CategoryFiles:
-    """Train images, test images and masks of ``<root>/<category>`` in MVTec AD layout, checked."""
+def _category_dir(root: Path, category: str) -> Path:
     cat_dir = Path(root) / category
     if not cat_dir.is_dir():
         raise LayoutError(f"{cat_dir}: category folder not found (expected {category}/train/good, "
                           f"{category}/test/<defect>, {category}/ground_truth/<defect> under {root})")
-    train_dir = cat_dir / "train" / GOOD
+    return cat_dir
+
+
+def train_images(root: Path, category: str) -> list[Path]:
+    """The normal training images of ``<root>/<category>/train/good``, checked; the test split is not read."""
+    train_dir = _category_dir(root, category) / "train" / GOOD
     if not train_dir.is_dir():
         raise LayoutError(f"{train_dir}: training folder not found")
     train = image_files(train_dir)
     if not train:
         raise LayoutError(f"{train_dir}: no training images (png, jpg, jpeg, bmp, tif)")
+    return train
+
+
+def scan_category(root: Path, category: str, *, masks_required: bool = True) -> CategoryFiles:
+    """Train images, test images and masks of ``<root>/<category>`` in MVTec AD layout, checked."""
+    train = train_images(root, category)
+    cat_dir = _category_dir(root, category)
     test_dir = cat_dir / "test"
     if not test_dir.is_dir():
         raise LayoutError(f"{test_dir}: test folder not found")

@@ -18,7 +18,7 @@ from pfadseg.synth.bank import BANK_PARAMS, AnomalyBank
 def calibrate_params(arch: str) -> tuple[str, ...]:
     """What calibration reads: the model, its score rule, the bank and the composer's options."""
     spec = architecture(arch)
-    return (*spec.model_params, *spec.score_params, *BANK_PARAMS, "data.source", "bank.opacity_min",
+    return (*spec.model_params, *spec.score_params, *BANK_PARAMS, "bank.opacity_min",
             "bank.opacity_max", "train.augment", "calibrate", "eval.batch_size")
 
 
@@ -27,7 +27,7 @@ def run_calibrate(cfg: Config, layout: Layout, category: str, seed: int) -> None
     run = TrainedRun.open(layout.run_dir("models", category, seed), expect=cfg)
     device = resolve_device(cfg.train.device)
     configure_backends(device)
-    images = load_train_set(layout.images, category, cfg.data.image_size, masks_required=cfg.data.source != "folder")
+    images = load_train_set(layout.images, category, cfg.data.image_size)
     calibration = calibrate_run(cfg, category, seed, run.detector(device), run.arch.score_rule(cfg), images,
                                 AnomalyBank.load(layout.bank, cfg), device)
     write_json(layout.calibration(category, seed), {

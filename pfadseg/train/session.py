@@ -48,8 +48,7 @@ class TrainingSession:
         configure_backends(self.device)
         self.bank = AnomalyBank.load(self.layout.bank, self.cfg)
         self.teacher = self.arch.load_teacher(self.cfg, self.device)
-        self.images = load_train_set(self.layout.images, self.category, self.cfg.data.image_size,
-                                     masks_required=self.cfg.data.source != "folder")
+        self.images = load_train_set(self.layout.images, self.category, self.cfg.data.image_size)
 
     def load_trained(self, file: ModelFile) -> dict[str, Any]:
         """An earlier stage's model file of this run, refused if trained with another teacher."""

@@ -20,12 +20,13 @@ from pfadseg.data.images import (
     load_images,
     load_mask,
     load_test_set,
+    load_train_set,
     normalize,
     open_image,
     read_rgb,
     to_tensor,
 )
-from pfadseg.data.layout import CategoryFiles, TestItem, scan_category
+from pfadseg.data.layout import CategoryFiles, LayoutError, TestItem, scan_category
 
 
 def _save(path: Path, image: Image.Image, **kwargs: object) -> Path:
@@ -330,3 +331,15 @@ def test_real_hazelnut_sample(shared_data: Path) -> None:
     assert int(test_set.folder_labels.sum()) == 17
     np.testing.assert_array_equal(test_set.labels, test_set.folder_labels)  # defects survive 512 -> 256
     assert 0 < test_set.masks.mean() < 0.2
+
+
+def test_the_train_set_reads_only_train_good(tmp_path: Path) -> None:
+    """Training and calibration load train/good alone: a category without test split or masks still trains."""
+    good = tmp_path / "widget" / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (48, 40), (40 * i, 0, 0)).save(good / f"{i:03d}.png")
+    images = load_train_set(tmp_path, "widget", 8)
+    assert images.shape == (2, 8, 8, 3) and images.dtype == np.uint8
+    with pytest.raises(LayoutError, match="test folder not found"):
+        scan_category(tmp_path, "widget")

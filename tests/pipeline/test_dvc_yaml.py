@@ -138,3 +138,10 @@ def test_the_demo_commits_its_baseline_results(tmp_path) -> None:
     assert git("status", "--porcelain") == ""
     assert git("log", "--format=%s").split("\n")[:2] == ["demo baseline results", "workspace"]
     assert "metrics/result.json" in git("show", "--name-only", "--format=", "HEAD")
+
+
+def test_training_and_calibration_do_not_declare_the_test_splits_source() -> None:
+    """They read the training images only; data.source decides whether test masks are required (evaluate)."""
+    for stage in ("train_student", "train_seg", "calibrate"):
+        assert "data.source" not in STAGES[stage]["params"], stage
+    assert "data.source" in STAGES["evaluate"]["params"]

@@ -185,7 +185,7 @@ class MeanDetector(nn.Module):
 
 def test_calibrate_run_draws_from_its_own_seeded_stream(trained_run: TrainedRun) -> None:
     cfg, layout = trained_run.cfg, trained_run.layout
-    images = load_train_set(layout.images, CATEGORY, cfg.data.image_size, masks_required=True)
+    images = load_train_set(layout.images, CATEGORY, cfg.data.image_size)
     bank = AnomalyBank.load(layout.bank, cfg)
     run = lambda seed: calibrate_run(cfg, CATEGORY, seed, MeanDetector(), ScoreRule(cfg.eval.top_k),  # noqa: E731
                                      images, bank, torch.device("cpu"))
