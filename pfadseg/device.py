@@ -113,6 +113,12 @@ def device_label(device: torch.device) -> str:
     return str(device)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA); nothing on the CPU, which runs synchronously."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def configure_backends(device: torch.device) -> None:
     """TF32 matmuls and cuDNN autotuning on CUDA; nothing on CPU."""
     if device.type == "cuda":

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.config import Config
-from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.device import amp_enabled, autocast, configure_backends, prepare_module, resolve_device, synchronize
 from pfadseg.models.anomaly_map import seg_input
 from pfadseg.models.segnet import build_segnet
 from pfadseg.models.student import build_student
@@ -25,10 +25,6 @@ from pfadseg.seeding import torch_generator
 def count_parameters(module: nn.Module) -> int:
     """Weights + biases + BN affine (BN running buffers excluded), trainable or not."""
     return sum(p.numel() for p in module.parameters())
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _flops(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> int:
@@ -41,12 +37,12 @@ def _flops(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> int:
 def _time_ms(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, repeats: int, device: torch.device) -> float:
     """Median wall time of ``repeats`` calls after one warm-up call, in ms."""
     fn(x)
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
         fn(x)
-        _sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - began) * 1e3)
     return statistics.median(times)
 

@@ -31,17 +31,12 @@ import torch
 from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.config import Config
 from pfadseg.detectors import untrained_detector
-from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device
+from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device, synchronize
 from pfadseg.errors import RunError, UsageError
 from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.teacher import build_teacher
 from pfadseg.predict import BAND_PIXELS, PngWriter, predict
 from pfadseg.seeding import torch_generator
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def default_amp_modes(device: torch.device) -> tuple[str, ...]:
@@ -60,12 +55,12 @@ def _time_batch(detector: AnomalyDetector, x: torch.Tensor, top_k: int, amp: boo
         torch.topk(seg.float().flatten(1), top_k, dim=1).values.mean(dim=1)
 
     run()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
         run()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 

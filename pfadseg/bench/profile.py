@@ -18,12 +18,10 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from pfadseg.device import synchronize
+
 Step = Callable[[int], Any]
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_flops(step: Step, index: int = 0) -> int:
@@ -41,12 +39,12 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float =
     b = torch.randn(n, n, device=device, dtype=dtype)
     rate = 0.0
     for _ in range(2):  # the first round warms up (clocks, library selection)
-        _sync(device)
+        synchronize(device)
         began, repeats = time.perf_counter(), 0
         while time.perf_counter() - began < seconds:
             for _ in range(5):
                 a @ b
-            _sync(device)
+            synchronize(device)
             repeats += 5
         rate = 2 * n**3 * repeats / (time.perf_counter() - began)
     return rate
@@ -64,12 +62,12 @@ def profile_step(step: Step, device: torch.device, *, start: int, steps: int = 3
     """Kernels per step, their time, the wall time, device busy % (CUDA) and the ``top`` kernels by time, over
     ``steps`` calls of ``step`` from index ``start`` (after the caller's warm-up)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
+    synchronize(device)
     with profile(activities=activities) as prof:
         began = time.perf_counter()
         for i in range(start, start + steps):
             step(i)
-        _sync(device)
+        synchronize(device)
         wall_us = (time.perf_counter() - began) * 1e6
     kernels = _kernels(prof, device)
     by_name: dict[str, list[float]] = defaultdict(list)

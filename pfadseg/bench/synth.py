@@ -26,7 +26,7 @@ from PIL import Image
 from pfadseg.config import Config
 from pfadseg.data.images import load_image
 from pfadseg.data.layout import image_files
-from pfadseg.device import resolve_device
+from pfadseg.device import resolve_device, synchronize
 from pfadseg.errors import MissingFileError
 from pfadseg.seeding import numpy_rng, torch_generator
 from pfadseg.synth.bank import AnomalyBank, build_bank, list_textures
@@ -49,10 +49,6 @@ def _write_random_images(folder: Path, rng: np.random.Generator, n: int, sizes: 
     return paths
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def _group_rates(
     composer: BatchComposer, reference: Callable[[int, bool], None], batch_size: int, n_reference: int,
@@ -69,7 +65,7 @@ def _group_rates(
         nonlocal batch
         for _ in range(n_batch):  # as the training loops call it: each batch written into the last one's tensors
             batch = composer.sample(batch_size, reuse=batch)
-        _sync(composer.device)
+        synchronize(composer.device)
 
     reference(2, True)
     paths: dict[str, tuple[Callable[[], None], int]] = {

@@ -26,6 +26,7 @@ from pfadseg.device import (
     prepare_frozen,
     prepare_module,
     resolve_device,
+    synchronize,
 )
 from pfadseg.models.segnet import build_segnet
 from pfadseg.models.student import build_student
@@ -83,15 +84,14 @@ def _time_steps(step: Any, iterations: int, device: torch.device) -> tuple[float
     began = time.perf_counter()
     for i in range(WARMUP_STEPS + 1):  # warm-up (cuDNN autotuning, allocator, compile) and, with CUDA graphs, capture
         step(i)
+    synchronize(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     warmup_s = time.perf_counter() - began
     began = time.perf_counter()
     for i in range(iterations):
         step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return iterations / (time.perf_counter() - began), warmup_s
 
 
@@ -155,11 +155,9 @@ def bench_train(cfg: Config, *, image_size: int, batch_size: int, iterations: in
                                "bf16": amp_enabled(dev, base.train), "compile": base.train.compile,
                                "cuda_graphs": base.train.cuda_graphs and dev.type == "cuda",
                                "fewer_kernels": fewer_kernels(dev, base.train)}
-    peak = None
-    if profile:
-        dtype = torch.bfloat16 if results["bf16"] else torch.float32
-        peak = results["peak_tflop_s"] = matmul_peak_flops(dev, dtype) / 1e12
-        peak *= 1e12
+    peak = matmul_peak_flops(dev, torch.bfloat16 if results["bf16"] else torch.float32) if profile else None
+    if peak is not None:
+        results["peak_tflop_s"] = peak / 1e12
     forms = {"": ()}
     if reference and results["fewer_kernels"]:
         forms[REFERENCE] = ("train.fewer_kernels=false",)
