@@ -120,17 +120,17 @@ def _measure_variant(cfg: Config, images: np.ndarray, bank: AnomalyBank, dev: to
         torch.manual_seed(cfg.seed)
         student = prepare_module(build_student(cfg.model), dev, cfg.train)
         segnet = prepare_module(build_segnet(cfg.model), dev, cfg.train)
-    cast, compiled, by_shape = amp_dtype(dev, cfg.train), cfg.train.compile, fewer_kernels(dev, cfg.train)
+    cast, compiled, stacked = amp_dtype(dev, cfg.train), cfg.train.compile, fewer_kernels(dev, cfg.train)
     amp = partial(autocast, dev, amp_enabled(dev, cfg.train))
     scfg = _with(cfg, f"train.student.batch_size={batch_size}").train.student
     gcfg = _with(cfg, f"train.seg.batch_size={batch_size}").train.seg
     foreach, graphs = accelerator_path(dev, cfg.train), cfg.train.cuda_graphs
-    trained = StackedParameters(student, cast=cast, by_shape=by_shape)
+    trained = StackedParameters(student, cast=cast, stacked=stacked)
     step = student_step_fn(teacher, trained, student_optimizer(trained, scfg, foreach), composer, scfg, amp,
                            compiled=compiled, cuda_graph=graphs)
     figures = {"student": _measure(step, iterations, dev, peak_flops)}
     student = prepare_frozen(student.eval().requires_grad_(False), dev, cfg.train)  # as train_seg
-    trained = stack_segnet(segnet, gcfg, cast, by_shape)
+    trained = stack_segnet(segnet, gcfg, cast, stacked)
     step = seg_step_fn(teacher, student, trained, seg_optimizer(trained, gcfg, foreach), composer, gcfg, amp,
                        compiled=compiled, cuda_graph=graphs)
     figures["seg"] = _measure(step, iterations, dev, peak_flops)

@@ -24,11 +24,11 @@ from pfadseg.train.session import TrainingSession
 from pfadseg.train.stacked import StackedParameters
 
 
-def stack_segnet(segnet: SegNet, cfg: SegTrainConfig, cast: torch.dtype | None, by_shape: bool
+def stack_segnet(segnet: SegNet, cfg: SegTrainConfig, cast: torch.dtype | None, stacked: bool
                  ) -> StackedParameters:
     """The segmentation net's parameters stacked in its two optimiser groups: residual blocks at lr_res, the head
-    (ASPP or RCM and the classifier) at lr_head (``cast``, ``by_shape``: as :class:`StackedParameters`)."""
-    return StackedParameters(segnet, segnet.param_groups(cfg.lr_res, cfg.lr_head), cast, by_shape=by_shape)
+    (ASPP or RCM and the classifier) at lr_head (``cast``, ``stacked``: as :class:`StackedParameters`)."""
+    return StackedParameters(segnet, segnet.param_groups(cfg.lr_res, cfg.lr_head), cast, stacked=stacked)
 
 
 def seg_optimizer(segnet: StackedParameters, cfg: SegTrainConfig, foreach: bool = False) -> torch.optim.Optimizer:

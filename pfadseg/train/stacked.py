@@ -1,12 +1,14 @@
-"""A trained network's parameters stacked by shape: one tensor per shape for autograd, AMP casts and the optimiser.
+"""A trained network's parameters in stacks: one tensor per shape family for autograd, AMP casts and the optimiser.
 
 PyTorch keeps one leaf tensor per parameter, and each costs its own ops at every step: bf16 autocast casts every
 conv weight and bias forward and casts its gradient back, autograd stores every gradient, the optimiser walks
-every tensor. PFADSeg's student has 565 parameters of 43 shapes, so a step spends more kernel launches on this
-bookkeeping than on its convolutions. Here the parameters of one shape (and layout, dtype and optimiser group) live
-as slices of one stacked leaf; each step casts a stack once and unbinds it into the network's tensors
-(``torch.func.functional_call``). The module's own parameters become views of the stacks, so its ``state_dict``,
-``load_state_dict`` and checkpoints read and write the trained values in place.
+every tensor. PFADSeg's student has 565 parameters of 47 shapes, so a step spends more kernel launches on this
+bookkeeping than on its convolutions. Here the parameters that differ only in their first dimension (and share
+the layout of the rest, dtype and optimiser group: every 1-D bias of a network, every conv weight of one input
+width and kernel) are concatenated along it into one leaf, 19 for that student; each step casts a stack once and
+splits it into the network's tensors in one op (``torch.func.functional_call``). The module's own parameters
+become views of the stacks, so its ``state_dict``, ``load_state_dict`` and checkpoints read and write the trained
+values in place.
 
 BatchNorm's step counters (``num_batches_tracked``, read only when its momentum is ``None``) are likewise
 counted in one op per step, not one per layer.
@@ -17,6 +19,7 @@ counters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,17 +34,24 @@ def _dense_strides(p: torch.Tensor) -> bool:
     return p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
 
 
+def _family(p: torch.Tensor) -> tuple[Any, ...]:
+    """What parameters concatenated along their first dimension share: the shape and strides of the rest (a
+    scalar stays alone: it has no first dimension)."""
+    return (tuple(p.shape[1:]), p.stride()[1:]) if p.dim() else ("scalar", id(p))
+
+
 class StackedParameters:
-    """``module``'s trained parameters stacked by (optimiser group, shape, strides, dtype, cast); call it as the
-    module. ``param_groups`` are the optimiser's groups over ``module``'s parameters (default: one group of all
-    that require grad); ``cast`` is the dtype autocast computes conv and linear layers in (``None``: no AMP).
-    ``by_shape=False`` (``train.fewer_kernels: false``) keeps one leaf per parameter: the per-parameter code."""
+    """``module``'s trained parameters concatenated along their first dimension by (optimiser group, shape and
+    strides of the other dimensions, dtype, cast); call it as the module. ``param_groups`` are the optimiser's
+    groups over ``module``'s parameters (default: one group of all that require grad); ``cast`` is the dtype
+    autocast computes conv and linear layers in (``None``: no AMP).
+    ``stacked=False`` (``train.fewer_kernels: false``) keeps one leaf per parameter: the per-parameter code."""
 
     def __init__(self, module: nn.Module, param_groups: Iterable[Mapping[str, Any]] | None = None,
-                 cast: torch.dtype | None = None, *, by_shape: bool = True) -> None:
+                 cast: torch.dtype | None = None, *, stacked: bool = True) -> None:
         self.module = module
         self.cast = cast
-        self.by_shape = by_shape
+        self.stacked = stacked
         groups = list(param_groups) if param_groups is not None else [
             {"params": [p for p in module.parameters() if p.requires_grad]}]
         names = {id(p): n for n, p in module.named_parameters()}
@@ -60,37 +70,40 @@ class StackedParameters:
                                      "channels_last")
                 name = names[id(p)]
                 casts = cast is not None and name in cast_names
-                key = (index, tuple(p.shape), p.stride(), p.dtype, p.device, casts) if by_shape else (index, name)
+                key = (index, *_family(p), p.dtype, p.device, casts) if stacked else (index, name)
                 keyed.setdefault(key, []).append(name)
                 casts_of[key] = casts
         self.group_options = [{k: v for k, v in group.items() if k != "params"} for group in groups]
         # BatchNorm layers with a momentum keep their step counter for the record only: counted here in one op
         self.counters = {f"{name}.num_batches_tracked".lstrip("."): layer.num_batches_tracked
                          for name, layer in module.named_modules()
-                         if by_shape and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+                         if stacked and isinstance(layer, nn.modules.batchnorm._BatchNorm)
                          and layer.momentum is not None and layer.num_batches_tracked is not None}
         self.stacks: list[nn.Parameter] = []
         self.names: list[list[str]] = []
+        self.sizes: list[list[int]] = []  # the first dimension of each parameter in a stack ([] for one alone)
         self.casts: list[bool] = []
         self.group_of: list[int] = []  # the optimiser group of each stack
         for key, group_names in keyed.items():
             index, casts, first = key[0], casts_of[key], params[group_names[0]]
-            if len(group_names) == 1:  # a shape of its own: the parameter itself (a stack of one costs more ops)
-                self._add(first, group_names, casts, index)
+            if len(group_names) == 1:  # alone in its family: the parameter itself (a stack of one costs more ops)
+                self._add(first, group_names, [], casts, index)
                 continue
-            data = torch.empty_strided((len(group_names), *first.shape), (first.numel(), *first.stride()),
+            sizes = [len(params[name]) for name in group_names]
+            data = torch.empty_strided((sum(sizes), *first.shape[1:]),
+                                       (math.prod(first.shape[1:]), *first.stride()[1:]),
                                        dtype=first.dtype, device=first.device)
-            with torch.no_grad():
-                for i, name in enumerate(group_names):
-                    data[i].copy_(params[name])
-            for i, name in enumerate(group_names):  # the module's parameter becomes a view of its slice
+            for name, part in zip(group_names, data.split(sizes), strict=True):  # each parameter: a view of its part
+                with torch.no_grad():
+                    part.copy_(params[name])
                 owner, _, leaf = name.rpartition(".")
-                module.get_submodule(owner)._parameters[leaf] = nn.Parameter(data[i], requires_grad=False)
-            self._add(nn.Parameter(data), group_names, casts, index)
+                module.get_submodule(owner)._parameters[leaf] = nn.Parameter(part, requires_grad=False)
+            self._add(nn.Parameter(data), group_names, sizes, casts, index)
 
-    def _add(self, stack: nn.Parameter, names: list[str], casts: bool, group: int) -> None:
+    def _add(self, stack: nn.Parameter, names: list[str], sizes: list[int], casts: bool, group: int) -> None:
         self.stacks.append(stack)
         self.names.append(names)
+        self.sizes.append(sizes)
         self.casts.append(casts)
         self.group_of.append(group)
 
@@ -105,11 +118,11 @@ class StackedParameters:
         return list(self.stacks)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every stacked parameter by name, cast where autocast would cast it: one cast and one unbind per stack."""
+        """Every stacked parameter by name, cast where autocast would cast it: one cast and one split per stack."""
         out: dict[str, torch.Tensor] = {}
-        for stack, names, casts in zip(self.stacks, self.names, self.casts, strict=True):
+        for stack, names, sizes, casts in zip(self.stacks, self.names, self.sizes, self.casts, strict=True):
             source = stack.to(self.cast) if casts else stack
-            out.update(zip(names, source.unbind(0) if len(names) > 1 else [source], strict=True))
+            out.update(zip(names, source.split(sizes) if len(names) > 1 else [source], strict=True))
         return out
 
     def train(self, mode: bool = True) -> StackedParameters:
@@ -118,8 +131,8 @@ class StackedParameters:
 
     def forward(self, *args: Any) -> Any:
         """The module's forward on the stacked parameters (gradients reach the stacks); in training mode the
-        BatchNorm counters advance by one, together. Without ``by_shape``, the module's own forward."""
-        if not self.by_shape:
+        BatchNorm counters advance by one, together. Without ``stacked``, the module's own forward."""
+        if not self.stacked:
             return self.module(*args)
         tensors: dict[str, torch.Tensor | None] = dict(self.tensors())
         if self.module.training and self.counters:

@@ -71,7 +71,7 @@ def train_student(cfg: Config, layout: Layout, category: str, seed: int, *, prog
     with seeded(session.init_seed()):
         student = prepare_module(build_student(cfg.model), session.device, cfg.train)
     trained = StackedParameters(student, cast=amp_dtype(session.device, cfg.train),
-                                by_shape=fewer_kernels(session.device, cfg.train))
+                                stacked=fewer_kernels(session.device, cfg.train))
     generator = session.generator()
     composer = make_composer(cfg, category, session.images, session.bank, session.device, generator)
     optimizer = student_optimizer(trained, cfg.train.student, accelerator_path(session.device, cfg.train))

@@ -10,13 +10,14 @@ from pfadseg.train.stacked import StackedParameters
 
 
 def _net() -> nn.Module:
-    """Repeated shapes (stacked), singletons (kept), BN with a momentum (counted) and a linear head."""
+    """Shapes that differ in their first dimension only (stacked), singletons (kept), BN with a momentum (counted)
+    and a linear head."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+        nn.Conv2d(8, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
 
 
 def _groups(net: nn.Module) -> list[dict]:
@@ -25,7 +26,10 @@ def _groups(net: nn.Module) -> list[dict]:
     return [{"params": body, "lr": 0.1}, {"params": head, "lr": 0.5}]
 
 
-def _train(net: nn.Module, stacked: bool, steps: int, *, amp: bool = False, foreach: bool = False) -> nn.Module:
+def _train(net: nn.Module, stacked: bool, steps: int, *, amp: bool = False, foreach: bool = False,
+           channels_last: bool = False) -> nn.Module:
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     groups = _groups(net)
     model = StackedParameters(net, groups, torch.bfloat16 if amp else None) if stacked else net
     optimizer = torch.optim.SGD(model.param_groups() if stacked else groups, lr=0.1, momentum=0.9,
@@ -42,10 +46,12 @@ def _train(net: nn.Module, stacked: bool, steps: int, *, amp: bool = False, fore
     return net
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-foreach"])
-def test_stacked_training_equals_per_parameter_training(amp: bool) -> None:
-    reference = _train(_net(), stacked=False, steps=3, amp=amp, foreach=amp).state_dict()
-    stacked = _train(_net(), stacked=True, steps=3, amp=amp, foreach=amp).state_dict()
+@pytest.mark.parametrize(("amp", "channels_last"), [(False, False), (True, False), (True, True)],
+                         ids=["fp32", "bf16-foreach", "bf16-foreach-channels_last"])
+def test_stacked_training_equals_per_parameter_training(amp: bool, channels_last: bool) -> None:
+    options = {"amp": amp, "foreach": amp, "channels_last": channels_last}
+    reference = _train(_net(), stacked=False, steps=3, **options).state_dict()
+    stacked = _train(_net(), stacked=True, steps=3, **options).state_dict()
     assert reference.keys() == stacked.keys()
     for name, value in reference.items():
         assert torch.equal(value, stacked[name]), name
@@ -56,9 +62,9 @@ def test_stacks_group_repeated_shapes_and_keep_the_optimiser_groups() -> None:
     net = _net()
     stacked = StackedParameters(net, _groups(net))
     shapes = sorted(tuple(s.shape) for s in stacked.parameters())
-    # the two 8->8 convs in one stack, the nine 8-vectors (conv biases, BN weights and biases) in one; the first
-    # conv alone; the head's weight and bias in the other optimiser group
-    assert shapes == [(2,), (2, 8), (2, 8, 8, 3, 3), (8, 3, 3, 3), (9, 8)]
+    # the 8->8 and 8->4 convs in one stack, the nine vectors (conv biases, BN weights and biases) in one; the
+    # first conv (3 input channels) alone; the head's weight and bias in the other optimiser group
+    assert shapes == [(2,), (2, 4), (8, 3, 3, 3), (12, 8, 3, 3), (60,)]
     assert sum(s.numel() for s in stacked.parameters()) == sum(p.numel() for p in _net().parameters())
     assert [g["lr"] for g in stacked.param_groups()] == [0.1, 0.5]
     assert all(s.requires_grad for s in stacked.parameters())
