@@ -14,7 +14,7 @@ The rule (:data:`RULE`), with ``N = n_samples``:
   draws whose mask is not empty. A draw with an empty mask is a normal image (its ``img_aug`` equals its
   ``img_origin`` bit for bit, already among the normals) and is not counted twice. The composer gives ~95 %
   non-empty masks, so the two sets are exactly balanced: N normal and N anomalous images.
-* image threshold: the image score is the evaluation's (:class:`pfadseg.score.ScoreRule`: the mean of the
+* image threshold: the image score is the evaluation's (:class:`pfadseg.score.rule.ScoreRule`: the mean of the
   top-k pixels of the segmentation map; for ADPS the max of its Gaussian-smoothed map). Among all cuts
   ``score >= t`` of the 2N sorted scores, the one with the highest F1 (anomalous = positive) wins; ties go to
   the higher cut (fewer false alarms).
@@ -38,7 +38,7 @@ from torch import nn
 from pfadseg.config import Config
 from pfadseg.device import amp_enabled, autocast
 from pfadseg.errors import PfadsegError
-from pfadseg.score import ScoreRule, score_maps
+from pfadseg.score.rule import ScoreRule
 from pfadseg.seeding import torch_generator
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer, make_composer
@@ -109,14 +109,16 @@ def pixel_threshold_f1(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[floa
 
 
 @torch.inference_mode()
-def _seg_maps(detector: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-              amp: bool) -> torch.Tensor:
-    out = []
+def _detect(detector: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+              amp: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """The detector's maps (N x H x W float32) and image scores (N float64) of ``images``."""
+    maps, scores = [], []
     for start in range(0, len(images), batch_size):
         with autocast(device, amp):
-            seg, _ = detector(images[start : start + batch_size].to(device))
-        out.append(seg[:, 0].float())
-    return torch.cat(out) if out else torch.zeros(0, device=device)
+            detection = detector(images[start : start + batch_size].to(device))
+        maps.append(detection.anomaly_map[:, 0].float())
+        scores.append(detection.score.cpu().numpy())
+    return torch.cat(maps), np.concatenate(scores)
 
 
 def _check_maps(maps: torch.Tensor, what: str) -> None:
@@ -136,7 +138,8 @@ def calibrate_threshold(
     device: torch.device | str,
     amp: bool,
 ) -> dict[str, Any]:
-    """Image and pixel thresholds of ``detector`` on synthetic anomalies from ``composer`` (rule: module doc).
+    """Image and pixel thresholds of ``detector`` on synthetic anomalies from ``composer`` (rule: module doc);
+    ``score`` is the rule of the detector's image scores.
 
     ``composer`` must carry its own seeded generator (not the training stream); the result is deterministic for
     a given generator state. Returns ``image_threshold`` (on the image score of ``score``, e.g. the mean of
@@ -168,15 +171,15 @@ def calibrate_threshold(
         index = torch.nonzero(nonempty).flatten()[: n_samples - n_anomalous]
         augmented, masks = batch["img_aug"].index_select(0, index), batch["mask"][:, 0].index_select(0, index)
         if len(origin):
-            maps = _seg_maps(detector, origin, batch_size, device, amp)
+            maps, scores = _detect(detector, origin, batch_size, device, amp)
             _check_maps(maps, "normal")
-            normal_scores.append(score_maps(score, maps.cpu().numpy()))
+            normal_scores.append(scores)
             neg_hist += pixel_histograms(maps, torch.zeros_like(maps))[1]
             n_normal += len(origin)
         if len(index):
-            maps = _seg_maps(detector, augmented, batch_size, device, amp)
+            maps, scores = _detect(detector, augmented, batch_size, device, amp)
             _check_maps(maps, "synthetic anomalous")
-            anomalous_scores.append(score_maps(score, maps.cpu().numpy()))
+            anomalous_scores.append(scores)
             pos, neg = pixel_histograms(maps, masks.to(maps.device))
             pos_hist += pos
             neg_hist += neg

@@ -331,7 +331,7 @@ def export(
     _setup_logging()
     predictor = load_predictor(model, device="cpu", threshold=threshold, require_threshold=False)
     export_predictor(predictor, out, opset=opset)
-    diff = verify_onnx(out, predictor.detector, image_size=predictor.image_size, top_k=predictor.top_k)
+    diff = verify_onnx(out, predictor.detector, image_size=predictor.image_size)
     worst = max(diff.values())
     if worst > 1e-4:
         raise ExportError(f"{out}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)")

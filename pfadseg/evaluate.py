@@ -14,7 +14,8 @@ from pfadseg.config import EvalConfig
 from pfadseg.data.images import TestSet, normalize, to_tensor
 from pfadseg.device import autocast
 from pfadseg.metrics import MetricsError, evaluate_maps, image_level
-from pfadseg.score import ScoreRule, score_maps
+from pfadseg.score.maps import score_maps
+from pfadseg.score.rule import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,17 @@ BRANCHES = ("seg", "dest")  # the segmentation output (DeSTSeg/PFADSeg) and the 
 
 @dataclass(frozen=True)
 class BranchMaps:
-    """Anomaly maps N x H x W (float32) of both branches, at the evaluation size."""
+    """Anomaly maps N x H x W (float32) of both branches, at the evaluation size, and the detector's image scores
+    of its own map (``seg``), N float64."""
 
     seg: np.ndarray
     dest: np.ndarray
+    seg_scores: np.ndarray
+
+    def scores(self, branch: str, rule: ScoreRule) -> np.ndarray:
+        """A branch's image scores: the detector's for ``seg``; ``rule`` on the stored DeST map (the same rule,
+        :mod:`pfadseg.score.maps`) for ``dest``, which the detector does not score."""
+        return self.seg_scores if branch == "seg" else score_maps(rule, getattr(self, branch))
 
 
 @torch.inference_mode()
@@ -35,14 +43,15 @@ def infer_maps(
 ) -> BranchMaps:
     """Run the detector over uint8 N x H x W x 3 images in batches; no gradients, bf16 autocast when ``amp``."""
     detector.eval()
-    seg_maps, dest_maps = [], []
+    seg_maps, dest_maps, scores = [], [], []
     for start in range(0, len(images), batch_size):
         batch = normalize(to_tensor(images[start : start + batch_size]).to(device))
         with autocast(device, amp):
-            seg, dest = detector(batch)
-        seg_maps.append(seg[:, 0].float().cpu().numpy())
-        dest_maps.append(dest[:, 0].float().cpu().numpy())
-    return BranchMaps(np.concatenate(seg_maps), np.concatenate(dest_maps))
+            detection = detector(batch)
+        seg_maps.append(detection.anomaly_map[:, 0].float().cpu().numpy())
+        dest_maps.append(detection.dest_map[:, 0].float().cpu().numpy())
+        scores.append(detection.score.cpu().numpy())
+    return BranchMaps(np.concatenate(seg_maps), np.concatenate(dest_maps), np.concatenate(scores))
 
 
 def _check_finite(maps: np.ndarray, test_set: TestSet, branch: str) -> None:
@@ -65,7 +74,7 @@ def evaluate_branches(
     for branch in BRANCHES:
         branch_maps = getattr(maps, branch)
         _check_finite(branch_maps, test_set, branch)
-        scores = score_maps(rule, branch_maps)
+        scores = maps.scores(branch, rule)
         if pixel_skipped is None:
             results[branch] = evaluate_maps(branch_maps, test_set.masks, top_k=cfg.top_k, scores=scores,
                                             aupro_mode=cfg.aupro_mode, fpr_limit=cfg.aupro_fpr_limit, curves=True)
@@ -78,7 +87,7 @@ def evaluate_branches(
 
 def score_table(maps: BranchMaps, test_set: TestSet, rule: ScoreRule) -> list[dict[str, Any]]:
     """One row per test image: path, defect folder, labels (from the mask and the folder) and branch scores."""
-    scores = {branch: score_maps(rule, getattr(maps, branch)) for branch in BRANCHES}
+    scores = {branch: maps.scores(branch, rule) for branch in BRANCHES}
     return [
         {"path": str(path), "defect": defect, "label": int(label), "folder_label": int(folder_label),
          **{f"score_{b}": float(scores[b][i]) for b in BRANCHES}}

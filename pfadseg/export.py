@@ -1,10 +1,11 @@
-"""``pfadseg export --format onnx``: teacher, student and segmentation net as ONE ONNX graph, score included.
+"""``pfadseg export --format onnx``: a trained detector (DeSTSeg/PFADSeg or ADPS) as ONE ONNX graph, score included.
 
 The graph maps a normalised image batch ``image`` (float32 B x 3 x S x S, dynamic B) to ``anomaly_map``
-(B x 1 x S x S, the segmentation map in [0, 1]) and ``score`` (B, the mean of its top-k pixels: the image
-score of the evaluation and of ``pfadseg predict``). Preprocessing stays outside the graph and is written into
-the model's ``metadata_props`` (JSON values): RGB, bilinear squash-resize to S x S, /255, ImageNet mean/std;
-plus the score rule, the thresholds, the teacher's identity and the pfadseg version.
+(float32 B x 1 x S x S in [0, 1]) and ``score`` (float64 B: the detector's own image score, as in the
+evaluation and ``pfadseg predict``: the mean of the top-k pixels, or ADPS's max of the Gaussian-smoothed map).
+Preprocessing stays outside the graph and is written into the model's ``metadata_props`` (JSON values): RGB,
+bilinear squash-resize to S x S, /255, ImageNet mean/std; plus the score rule, the thresholds, the teacher's
+identity and the pfadseg version.
 
 Exporter: the legacy TorchScript exporter (``torch.onnx.export(..., dynamo=False)``), opset 17. On torch 2.14
 the default dynamo exporter needs the extra package ``onnxscript`` and emits opset 18 (its conversion down to
@@ -36,6 +37,7 @@ from pfadseg import __version__
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pfadseg.errors import PfadsegError
 from pfadseg.fsio import atomic_path
+from pfadseg.score.rule import ScoreRule
 
 if TYPE_CHECKING:
     from pfadseg.predict import Predictor
@@ -59,18 +61,16 @@ def require(module: str) -> Any:
                           f"{INSTALL_HINT}") from None
 
 
-class ScoredDetector(nn.Module):
-    """``AnomalyDetector`` -> (segmentation map B x 1 x H x W, image score B = mean of its top-k pixels)."""
+class ExportedOutputs(nn.Module):
+    """A detector's graph outputs: (anomaly map B x 1 x H x W, image score B), without the DeST map."""
 
-    def __init__(self, detector: nn.Module, top_k: int) -> None:
+    def __init__(self, detector: nn.Module) -> None:
         super().__init__()
-        self.detector, self.top_k = detector, int(top_k)
+        self.detector = detector
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seg, _ = self.detector(images)
-        seg = seg.float()
-        score = torch.topk(seg.flatten(1), self.top_k, dim=1).values.mean(dim=1)
-        return seg, score
+        detection = self.detector(images)
+        return detection.anomaly_map, detection.score
 
 
 def _window(i: int, size: int, out: int) -> slice:
@@ -110,12 +110,12 @@ def _module_device(module: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def standard_metadata(image_size: int, top_k: int) -> dict[str, str]:
+def standard_metadata(image_size: int, rule: ScoreRule) -> dict[str, str]:
     """The preprocessing, I/O and score rule every exported graph records."""
     return {
         "pfadseg_version": __version__,
         "image_size": str(image_size),
-        "top_k": str(top_k),
+        **({"top_k": str(rule.top_k)} if rule.sigma is None else {"score_sigma": repr(rule.sigma)}),
         "preprocessing": json.dumps({
             "color": "RGB (PIL convert('RGB'): grayscale replicated, alpha dropped)",
             "resize": {"width": image_size, "height": image_size, "interpolation": "bilinear (PIL Image.BILINEAR)",
@@ -129,9 +129,9 @@ def standard_metadata(image_size: int, top_k: int) -> dict[str, str]:
         "outputs": json.dumps({
             "anomaly_map": "batch x 1 x H x W segmentation map in [0, 1] (upsample bilinearly to the original "
                            "size for display; threshold with pixel_threshold for a mask)",
-            "score": "batch image scores; anomalous when score >= image_threshold",
+            "score": "batch float64 image scores; anomalous when score >= image_threshold",
         }),
-        "score_rule": f"mean of the top-{top_k} pixels of anomaly_map",
+        "score_rule": f"{rule.describe()} of anomaly_map",
     }
 
 
@@ -140,11 +140,12 @@ def export_onnx(
     path: Path | str,
     *,
     image_size: int,
-    top_k: int,
+    rule: ScoreRule,
     opset: int = DEFAULT_OPSET,
     metadata: Mapping[str, Any],
 ) -> Path:
-    """Write ``detector`` + top-k score as one ONNX graph at ``path`` (atomically); returns ``path``.
+    """Write ``detector`` (its image score by ``rule``) as one ONNX graph at ``path`` (atomically); returns
+    ``path``.
 
     ``metadata`` (thresholds, teacher, ...) is added to :func:`standard_metadata` in ``metadata_props``;
     non-string values are stored as JSON, and its entries win on a clash. fp32, dynamic batch, fixed
@@ -152,9 +153,9 @@ def export_onnx(
     """
     onnx = require("onnx")
     path = Path(path)
-    if not 1 <= top_k <= image_size * image_size:
-        raise ExportError(f"top_k must lie in [1, {image_size * image_size}], got {top_k}")
-    module = ScoredDetector(detector, top_k).eval()
+    if problem := rule.problem(image_size):
+        raise ExportError(problem)
+    module = ExportedOutputs(detector).eval()
     dummy = torch.zeros(2, 3, image_size, image_size, device=_module_device(detector))
     with tempfile.TemporaryDirectory(prefix="pfadseg-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
@@ -168,15 +169,15 @@ def export_onnx(
                 dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
             )
         model = onnx.load(str(raw))
-    entries = standard_metadata(image_size, top_k)
+    entries = standard_metadata(image_size, rule)
     entries.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     del model.metadata_props[:]
     for key, value in entries.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
     model.producer_name, model.producer_version = "pfadseg", __version__
-    model.doc_string = ("pfadseg anomaly detector (teacher + student + segmentation net): normalised image -> "
-                        "(anomaly_map, score); preprocessing in metadata_props")
+    model.doc_string = ("pfadseg anomaly detector: normalised image -> (anomaly_map, score); preprocessing in "
+                        "metadata_props")
     onnx.checker.check_model(model)
     with atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(model, str(tmp))
@@ -194,7 +195,6 @@ def verify_onnx(
     detector: nn.Module,
     *,
     image_size: int,
-    top_k: int,
     batch_size: int = 2,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -202,9 +202,9 @@ def verify_onnx(
     ort = require("onnxruntime")
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
-    module = ScoredDetector(detector, top_k).eval()
+    module = ExportedOutputs(detector).eval()
     with torch.inference_mode():
-        ref_map, ref_score = (t.float().cpu().numpy() for t in module(images.to(_module_device(detector))))
+        ref_map, ref_score = (t.cpu().numpy() for t in module(images.to(_module_device(detector))))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out_map, out_score = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images.numpy()})
     return {"max_abs_map": float(np.abs(out_map - ref_map).max()),
@@ -229,9 +229,5 @@ def predictor_metadata(predictor: Predictor) -> dict[str, Any]:
 
 def export_predictor(predictor: Predictor, path: Path | str, *, opset: int = DEFAULT_OPSET) -> Path:
     """:func:`export_onnx` of a loaded :class:`pfadseg.predict.Predictor`, with its thresholds and provenance."""
-    if not predictor.run.arch.exportable:
-        raise ExportError(f"{predictor.run.folder}: a model.arch={predictor.run.arch.name} run; ONNX export "
-                          "serves pfadseg and DeSTSeg models (its graph computes the top-k score), use "
-                          "`pfadseg predict` for ADPS")
-    return export_onnx(predictor.detector, path, image_size=predictor.image_size, top_k=predictor.top_k,
+    return export_onnx(predictor.detector, path, image_size=predictor.image_size, rule=predictor.score,
                        opset=opset, metadata=predictor_metadata(predictor))

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from pfadseg.errors import PfadsegError
-from pfadseg.score import ScoreError, smoothed_maxima, top_k_means
+from pfadseg.score.maps import ScoreError, smoothed_maxima, top_k_means
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def image_scores(maps: np.ndarray, top_k: int) -> np.ndarray:
 
 
 def _top_k_means(maps: np.ndarray, top_k: int) -> np.ndarray:
-    """:func:`pfadseg.score.top_k_means` of checked maps, its refusal a metrics error."""
+    """:func:`pfadseg.score.maps.top_k_means` of checked maps, its refusal a metrics error."""
     try:
         return top_k_means(maps, top_k)
     except ScoreError as exc:

@@ -58,7 +58,7 @@ from pfadseg.device import amp_enabled, autocast, configure_backends, resolve_de
 from pfadseg.errors import MissingFileError, PfadsegError
 from pfadseg.fsio import atomic_path
 from pfadseg.runs import TrainedRun
-from pfadseg.score import ScoreRule, score_maps
+from pfadseg.score.rule import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -463,10 +463,10 @@ def predict(
 ) -> PredictReport:
     """Score every image of ``inputs`` (files or folders) and write its heatmap, overlay and mask to ``out_dir``.
 
-    Images are decoded by a thread pool and run through ``detector`` (normalised B x 3 x S x S -> (seg map,
-    DeST map)) in batches of ``batch_size``; unreadable files and those of more than ``max_pixels`` pixels are
-    reported and skipped. Writes ``out_dir/predictions.csv`` last. Raises FileNotFoundError for an input that does
-    not exist.
+    Images are decoded by a thread pool and run through ``detector`` (normalised B x 3 x S x S ->
+    :class:`pfadseg.models.detector.Detection`, its image scores by the rule ``score``) in batches of
+    ``batch_size``; unreadable files and those of more than ``max_pixels`` pixels are reported and skipped. Writes
+    ``out_dir/predictions.csv`` last. Raises FileNotFoundError for an input that does not exist.
     """
     if batch_size < 1:
         raise PredictError(f"batch size must be >= 1, got {batch_size}")
@@ -493,13 +493,10 @@ def predict(
         if ok:
             batch = normalize(to_tensor(np.stack([d[1] for _, d in ok])).to(device))
             with autocast(device, amp):
-                seg, _ = detector(batch)
-            seg = seg.float()
-            maps = seg[:, 0].cpu().numpy()
-            finite = np.isfinite(maps).all(axis=(1, 2))
-            scores = np.full(len(ok), np.nan)
-            if finite.any():
-                scores[finite] = score_maps(score, maps[finite])
+                detection = detector(batch)
+            seg = detection.anomaly_map.float()
+            finite = np.isfinite(seg[:, 0].cpu().numpy()).all(axis=(1, 2))
+            scores = detection.score.cpu().numpy()
             jobs = {}
             for j, (item, (image, _)) in enumerate(ok):
                 if finite[j]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
 from pfadseg.config import Backbone, Config
-from pfadseg.score import ScoreRule
+from pfadseg.score.rule import ScoreRule
 from pfadseg.synth.bank import BANK_PARAMS
 
 ADPS_FILE = ModelFile("adps.pt", "pfadseg.adps/1")  # the trained student and PSM weights (not the teacher)
@@ -20,7 +20,6 @@ class ADPSArchitecture(Architecture):
     files = (ADPS_FILE,)
     train_stages = ("train_adps",)
     curves = ("adps",)  # its stages' dvclive folders (dvclive/<category>/seed<k>/<stage>)
-    exportable = False
     model_params = (*MODEL_COMMON_PARAMS, "model.adps")
     stage_params: Mapping[str, tuple[str, ...]] = {
         "train_adps": (*model_params, *BANK_PARAMS, "bank.opacity_min", "bank.opacity_max", "train.compile",

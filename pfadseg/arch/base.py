@@ -13,7 +13,7 @@ from torch import nn
 from pfadseg.config import Backbone, Config
 from pfadseg.device import prepare_module
 from pfadseg.models.teacher import build_teacher, teacher_identity
-from pfadseg.score import ScoreRule
+from pfadseg.score.rule import ScoreRule
 from pfadseg.seeding import derive_seed, seeded
 
 # Params every model-building stage reads: the data size, the teacher and the device settings.
@@ -40,7 +40,6 @@ class Architecture(ABC):
     files: tuple[ModelFile, ...]  # what its training stages write into a run folder, in training order
     train_stages: tuple[str, ...]  # its DVC training stages, in order (the pipeline package wires them)
     curves: tuple[str, ...]  # the dvclive folder of each training stage, in order
-    exportable: bool  # pfadseg export can write it as one ONNX graph
     model_params: tuple[str, ...]  # what building its detector reads
     stage_params: Mapping[str, tuple[str, ...]]  # training stage -> the params it reads
     score_params: tuple[str, ...]  # the params of its image-score rule (calibrate, evaluate)

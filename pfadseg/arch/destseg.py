@@ -13,7 +13,7 @@ from pathlib import Path
 from pfadseg.arch.base import MODEL_COMMON_PARAMS, Architecture, ModelFile
 from pfadseg.artifacts import ArtifactError
 from pfadseg.config import Backbone, Config, select_params
-from pfadseg.score import ScoreRule
+from pfadseg.score.rule import ScoreRule
 from pfadseg.synth.bank import BANK_PARAMS
 
 STUDENT_FILE = ModelFile("student.pt", "pfadseg.student/1")
@@ -68,7 +68,6 @@ class DeSTSegFamily(Architecture):
     files = (STUDENT_FILE, SEG_FILE)
     train_stages = ("train_student", "train_seg")
     curves = ("student", "seg")  # its stages' dvclive folders (dvclive/<category>/seed<k>/<stage>)
-    exportable = True
     stage_params: Mapping[str, tuple[str, ...]] = {
         "train_student": (*_TRAIN_COMMON, "train.student"),
         "train_seg": (*_TRAIN_COMMON, "model.use_rcm", "model.rcm", "train.seg"),

@@ -1,10 +1,11 @@
 """`pfadseg bench predict`: inference images/s and latency per image, PFADSeg vs the DeSTSeg baseline in one run;
 `pfadseg bench predict-memory`: peak memory of ``predict`` on one large image.
 
-``bench predict`` times the model path of ``pfadseg predict``: normalised batch on the device ->
-``AnomalyDetector`` (teacher, student, segmentation net, both maps upsampled to the input size) -> image scores
-(mean of the top-k pixels), synchronised. Image decoding and PNG writing (CPU work that depends on the files) are
-not included. Weights are random (speed does not depend on them); fp32 everywhere, plus bf16 autocast on CUDA.
+``bench predict`` times the model path of ``pfadseg predict``: normalised batch on the device -> the
+architecture's detector (teacher, student, segmentation net, both maps upsampled to the input size, its image
+scores: the mean of the top-k pixels), synchronised. Image decoding and PNG writing (CPU work that depends on the
+files) are not included. Weights are random (speed does not depend on them); fp32 everywhere, plus bf16 autocast
+on CUDA.
 
 ``bench predict-memory`` runs the whole of :func:`pfadseg.predict.predict` (decoding, model, upsampling, the three
 PNGs) on one square PNG, in a fresh process, and reports that process's peak RSS beside the same on an image of
@@ -13,6 +14,7 @@ the model's input size (the fixed part: interpreter, torch, model) and the bytes
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import resource
 import statistics
@@ -27,13 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.config import Config
 from pfadseg.detectors import untrained_detector
 from pfadseg.device import autocast, configure_backends, prepare_module, resolve_device, synchronize
 from pfadseg.errors import RunError, UsageError
-from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.teacher import build_teacher
 from pfadseg.predict import BAND_PIXELS, PngWriter, predict
 from pfadseg.seeding import torch_generator
@@ -45,14 +47,12 @@ def default_amp_modes(device: torch.device) -> tuple[str, ...]:
 
 
 @torch.inference_mode()
-def _time_batch(detector: AnomalyDetector, x: torch.Tensor, top_k: int, amp: bool, repeats: int,
-                device: torch.device) -> float:
+def _time_batch(detector: nn.Module, x: torch.Tensor, amp: bool, repeats: int, device: torch.device) -> float:
     """Median seconds per batch over ``repeats`` timed calls after one warm-up call."""
 
     def run() -> None:
         with autocast(device, amp):
-            seg, _ = detector(x)
-        torch.topk(seg.float().flatten(1), top_k, dim=1).values.mean(dim=1)
+            detector(x)
 
     run()
     synchronize(device)
@@ -98,13 +98,14 @@ def bench_predict(
         warnings.simplefilter("ignore")
         teacher = prepare_module(build_teacher("random", DESTSEG.teacher_backbone(cfg)), dev, cfg.train)
     for name, variant in BENCH_VARIANTS.items():
-        detector = untrained_detector(DESTSEG, variant.apply(cfg), teacher, dev, generator)
+        vcfg = variant.apply(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, top_k=top_k)))
+        detector = untrained_detector(DESTSEG, vcfg, teacher, dev, generator)
         for batch in batch_sizes:
             x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(dev)
             if dev.type == "cuda" and cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for mode in modes:
-                seconds = _time_batch(detector, x, top_k, mode == "bf16", repeats, dev)
+                seconds = _time_batch(detector, x, mode == "bf16", repeats, dev)
                 results["rows"].append({"variant": name, "batch_size": batch, "precision": mode,
                                         "ms_per_batch": 1e3 * seconds, "ms_per_image": 1e3 * seconds / batch,
                                         "images_per_s": batch / seconds})

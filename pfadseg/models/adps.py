@@ -6,11 +6,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pfadseg.config import ADPSConfig, ModelConfig
-from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
 from pfadseg.models.patchify import PatchStudent
 from pfadseg.models.psm import PostSegmentation
 from pfadseg.models.teacher import FEATURE_CHANNELS
@@ -43,23 +41,6 @@ class ADPSNet(nn.Module):
         weighted = [weight_mask(t, s, self.cfg.wmb_detach_student)[0]
                     for t, s in zip(teacher_feats, student_feats, strict=True)]
         return ADPSOutput(teacher_feats, student_feats, self.psm(weighted))
-
-
-class ADPSDetector(nn.Module):
-    """Normalised images -> (PSM anomaly map, DeST map) at the input size, as :class:`AnomalyDetector` returns."""
-
-    def __init__(self, net: ADPSNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images B x 3 x H x W -> (anomaly probability B x 1 x H x W in [0, 1], DeST map B x 1 x H x W in [0, 8])."""
-        out = self.net(images)
-        seg = out.probs[:, 1:2].float()
-        teacher_feats, student_feats = out.teacher_feats, out.student_feats
-        dest = dest_map(cosine_distance_maps(student_feats, teacher_feats), size=teacher_feats[0].shape[-2:])
-        dest = F.interpolate(dest.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return seg, dest
 
 
 def build_adps(model_cfg: ModelConfig, teacher: nn.Module, generator: torch.Generator | None = None) -> ADPSNet:

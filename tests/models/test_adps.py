@@ -5,16 +5,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
 from pfadseg.config import ADPSConfig, Config
-from pfadseg.models.adps import ADPSDetector, ADPSNet, build_adps
+from pfadseg.models.adps import ADPSNet, build_adps
 from pfadseg.models.anomaly_map import cosine_distance_maps, dest_map
+from pfadseg.models.detector import ADPSDetector
 from pfadseg.models.patchify import PatchStudent, patchify, stitch
 from pfadseg.models.psm import PostSegmentation
 from pfadseg.models.teacher import Teacher
 from pfadseg.models.wmb import weight_mask
+from pfadseg.score.maps import score_maps, score_module
+from pfadseg.score.rule import ScoreRule
 
 SPLITS = ("input", "stage1", "stage2")
 
@@ -207,10 +211,12 @@ def test_adps_net_returns_both_pyramids_and_the_mask(net: ADPSNet) -> None:
 
 def test_adps_detector_matches_the_anomaly_detector_interface(net: ADPSNet) -> None:
     x = _randn(2, 3, 64, 64, seed=3)
+    rule = ScoreRule(10, sigma=4.0)
     with torch.no_grad():
-        seg, dest = ADPSDetector(net).eval()(x)
+        seg, score, dest = ADPSDetector(net, score_module(rule)).eval()(x)
         out = net(x)
     assert seg.shape == dest.shape == (2, 1, 64, 64) and seg.dtype == dest.dtype == torch.float32
+    np.testing.assert_allclose(score.numpy(), score_maps(rule, seg[:, 0].numpy()), rtol=1e-12)
     assert float(seg.min()) >= 0 and float(seg.max()) <= 1 and torch.equal(seg, out.probs[:, 1:2])
     small = dest_map(cosine_distance_maps(out.student_feats, out.teacher_feats), size=(16, 16))
     assert torch.allclose(torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear"), dest)

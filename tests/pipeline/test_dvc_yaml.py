@@ -42,12 +42,14 @@ ADPS_STAGES = yaml.safe_load(render_graph(config_from_dict(read_params(REPO / "p
 # Code a stage never runs, so must not depend on: an edit to it leaves the stage up to date (no retraining).
 NEVER_RUNS = {
     "train_student": ("metrics.py", "evaluate.py", "models/segnet.py", "models/rcm.py", "models/aspp.py",
-                      "models/adps.py", "models/psm.py", "models/wmb.py", "models/patchify.py", "detectors.py"),
+                      "models/adps.py", "models/psm.py", "models/wmb.py", "models/patchify.py", "detectors.py",
+                      "models/detector.py", "score/maps.py"),
     "train_seg": ("metrics.py", "evaluate.py", "models/adps.py", "models/psm.py", "models/wmb.py",
-                  "models/patchify.py", "detectors.py"),
+                  "models/patchify.py", "detectors.py", "models/detector.py", "score/maps.py"),
     "acquire_textures": ("data/ksdd2.py",),
     "train_adps": ("models/aff.py", "models/pcar.py", "models/spr.py", "models/rcm.py", "models/aspp.py",
-                   "models/segnet.py", "models/student.py", "metrics.py", "evaluate.py"),
+                   "models/segnet.py", "models/student.py", "metrics.py", "evaluate.py", "models/detector.py",
+                   "score/maps.py"),
     "calibrate": ("metrics.py", "evaluate.py"),
 }
 

@@ -23,7 +23,9 @@ from pfadseg.calibrate import (
 from pfadseg.config import Config
 from pfadseg.data.images import load_train_set, normalize
 from pfadseg.metrics import image_scores
-from pfadseg.score import ScoreRule
+from pfadseg.models.detector import Detection
+from pfadseg.score.maps import score_module
+from pfadseg.score.rule import ScoreRule
 from pfadseg.synth.bank import AnomalyBank
 from pfadseg.synth.composer import BatchComposer
 from tests.predict.conftest import CALIBRATION_SAMPLES, CATEGORY, TrainedRun
@@ -62,20 +64,21 @@ class PerfectDetector(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("normal", normalize(torch.full((1, 3, 1, 1), GRAY / 255)))
+        self.score = score_module(ScoreRule(TOP_K))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Detection:
         seg = ((x - self.normal).abs().amax(dim=1, keepdim=True) > 0.2).float()  # noise < 0.18, anomalies > 0.3
-        return seg, seg
+        return Detection(seg, self.score(seg), seg)
 
 
 class NoisyDetector(PerfectDetector):
     """The mask blurred, plus a response to the images' noise: imperfect (overlapping scores), deterministic."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask, _ = super().forward(x)
+    def forward(self, x: torch.Tensor) -> Detection:
+        mask = super().forward(x).anomaly_map
         blurred = nn.functional.avg_pool2d(mask, 5, stride=1, padding=2)
         seg = (0.5 * blurred + 0.5 * torch.sigmoid(20 * (x - self.normal)[:, :1])).clamp(0, 1)
-        return seg, seg
+        return Detection(seg, self.score(seg), seg)
 
 
 def _replay(composer: BatchComposer, detector: nn.Module, n: int, batch: int) -> tuple[np.ndarray, ...]:
@@ -178,16 +181,20 @@ def test_calibration_of_a_trained_run(trained_run: TrainedRun) -> None:
 class MeanDetector(nn.Module):
     """A cheap stand-in for the networks: the seg map is the sigmoid of the channel mean."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, top_k: int) -> None:
+        super().__init__()
+        self.score = score_module(ScoreRule(top_k))
+
+    def forward(self, x: torch.Tensor) -> Detection:
         seg = torch.sigmoid(x.mean(dim=1, keepdim=True))
-        return seg, seg
+        return Detection(seg, self.score(seg), seg)
 
 
 def test_calibrate_run_draws_from_its_own_seeded_stream(trained_run: TrainedRun) -> None:
     cfg, layout = trained_run.cfg, trained_run.layout
     images = load_train_set(layout.images, CATEGORY, cfg.data.image_size)
     bank = AnomalyBank.load(layout.bank, cfg)
-    run = lambda seed: calibrate_run(cfg, CATEGORY, seed, MeanDetector(), ScoreRule(cfg.eval.top_k),  # noqa: E731
+    run = lambda seed: calibrate_run(cfg, CATEGORY, seed, MeanDetector(cfg.eval.top_k), ScoreRule(cfg.eval.top_k),  # noqa: E731
                                      images, bank, torch.device("cpu"))
     first = run(0)
     assert run(0) == first, "seeded from the training run: the same thresholds every time"

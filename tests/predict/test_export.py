@@ -14,11 +14,13 @@ import torch.nn.functional as F
 
 from pfadseg import __version__
 from pfadseg.arch.destseg import DESTSEG
+from pfadseg.arch.registry import ARCHITECTURES
 from pfadseg.config import config_from_dict
 from pfadseg.data.images import IMAGENET_MEAN, IMAGENET_STD
+from pfadseg.detectors import untrained_detector
 from pfadseg.export import (
+    ExportedOutputs,
     ExportError,
-    ScoredDetector,
     export_onnx,
     export_predictor,
     read_metadata,
@@ -30,7 +32,9 @@ from pfadseg.models.detector import AnomalyDetector
 from pfadseg.models.segnet import build_segnet
 from pfadseg.models.student import build_student
 from pfadseg.predict import Predictor, load_predictor
-from tests.predict.conftest import TrainedRun
+from pfadseg.score.maps import score_maps, score_module
+from pfadseg.score.rule import ScoreRule
+from tests.predict.conftest import TrainedRun, tiny_run_config
 
 TOLERANCE = 1e-4
 
@@ -50,7 +54,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     with pytest.raises(ExportError, match=r"pfadseg\[export\]"):
         require("onnx")
     with pytest.raises(ExportError, match="onnx is not installed"):
-        export_onnx(torch.nn.Identity(), tmp_path / "m.onnx", image_size=32, top_k=1, metadata={})
+        export_onnx(torch.nn.Identity(), tmp_path / "m.onnx", image_size=32, rule=ScoreRule(1), metadata={})
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -61,18 +65,18 @@ def _run_onnx(path: Path, images: torch.Tensor) -> list[np.ndarray]:
     return session.run(["anomaly_map", "score"], {"image": images.numpy()})
 
 
-def _assert_equivalent(path: Path, detector: torch.nn.Module, size: int, top_k: int) -> None:
-    module = ScoredDetector(detector, top_k).eval()
+def _assert_equivalent(path: Path, detector: torch.nn.Module, size: int, rule: ScoreRule) -> None:
+    module = ExportedOutputs(detector).eval()
     for batch in (1, 3):  # the dummy input had batch 2: the batch axis is dynamic
         images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
         with torch.inference_mode():
             ref_map, ref_score = module(images)
         out_map, out_score = _run_onnx(path, images)
         assert out_map.shape == (batch, 1, size, size) and out_score.shape == (batch,)
+        assert out_map.dtype == np.float32 and out_score.dtype == np.float64
         assert np.abs(out_map - ref_map.numpy()).max() <= TOLERANCE
         assert np.abs(out_score - ref_score.numpy()).max() <= TOLERANCE
-        seg = ref_map.numpy()[:, 0].reshape(batch, -1)
-        np.testing.assert_allclose(out_score, np.sort(seg, axis=1)[:, -top_k:].mean(axis=1), atol=TOLERANCE)
+        np.testing.assert_allclose(out_score, score_maps(rule, out_map[:, 0]), rtol=1e-12)
 
 
 def test_export_of_a_trained_run_matches_pytorch(trained_run: TrainedRun, tmp_path: Path) -> None:
@@ -82,7 +86,7 @@ def test_export_of_a_trained_run_matches_pytorch(trained_run: TrainedRun, tmp_pa
     out = tmp_path / "export" / "model.onnx"
     export_predictor(predictor, out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"], "no temporary files left"
-    _assert_equivalent(out, predictor.detector, predictor.image_size, predictor.top_k)
+    _assert_equivalent(out, predictor.detector, predictor.image_size, predictor.score)
 
     model = onnx.load(str(out))
     assert model.opset_import[0].version == 17 and model.producer_name == "pfadseg"
@@ -110,13 +114,31 @@ def test_export_of_the_pfadseg_modules(trained_run: TrainedRun, tmp_path: Path) 
     teacher = DESTSEG.load_teacher(pfadseg, torch.device("cpu"))
     baseline = config_from_dict(tree)
     detector = AnomalyDetector(teacher, build_student(baseline.model, generator),
-                               build_segnet(pfadseg.model, generator)).eval()
+                               build_segnet(pfadseg.model, generator), score_module(ScoreRule(7))).eval()
     for module in detector.segnet.modules():  # non-trivial BN statistics, so the check is not vacuous
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5, generator=generator)
             module.running_var.uniform_(0.5, 2.0, generator=generator)
     out = tmp_path / "pfadseg.onnx"
-    export_onnx(detector, out, image_size=32, top_k=7, metadata={"note": "test", "numbers": [1, 2]})
-    _assert_equivalent(out, detector, 32, 7)
+    export_onnx(detector, out, image_size=32, rule=ScoreRule(7), metadata={"note": "test", "numbers": [1, 2]})
+    _assert_equivalent(out, detector, 32, ScoreRule(7))
     meta = read_metadata(out)
     assert meta["note"] == "test" and json.loads(meta["numbers"]) == [1, 2] and meta["top_k"] == "7"
+
+
+def test_export_of_an_adps_detector_matches_pytorch(tmp_path: Path) -> None:
+    """ADPS's patch student, WMB and PSM, and its own image score (the max of the Gaussian-smoothed map, as
+    matrix products) in one graph."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    cfg = tiny_run_config("model.arch=adps", "model.adps.k=2")
+    adps = ARCHITECTURES["adps"]
+    detector = untrained_detector(adps, cfg, adps.load_teacher(cfg, torch.device("cpu")), torch.device("cpu"),
+                                  torch.Generator().manual_seed(0))
+    out = tmp_path / "adps.onnx"
+    rule = adps.score_rule(cfg)
+    export_onnx(detector, out, image_size=cfg.data.image_size, rule=rule, metadata={})
+    _assert_equivalent(out, detector, cfg.data.image_size, rule)
+    meta = read_metadata(out)
+    assert meta["score_rule"] == f"max of the Gaussian-smoothed map (sigma {rule.sigma:g}) of anomaly_map"
+    assert float(meta["score_sigma"]) == rule.sigma and "top_k" not in meta
