@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pfadseg.data.categories import KSDD2_CATEGORY, MVTEC_CATEGORIES
+from pfadseg.data.sources import SOURCES
 from pfadseg.errors import PfadsegError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -109,17 +109,12 @@ class DataConfig:
         if self.image_size % 32:
             raise ConfigError(f"{key}.image_size: must be a multiple of 32 (the student reaches 1/32), "
                               f"got {self.image_size}")
-        if self.source == "folder" and not self.root:
-            raise ConfigError(f"{key}.root: required when data.source is folder (your dataset in MVTec layout)")
-        if self.source == "ksdd2" and self.categories != [KSDD2_CATEGORY]:
-            raise ConfigError(f"{key}.categories: must be [{KSDD2_CATEGORY}] when data.source is ksdd2, "
-                              f"got {self.categories}")
-        if self.source in ("mvtec", "synthetic"):
-            unknown = [c for c in self.categories if c not in MVTEC_CATEGORIES]
-            if unknown:
-                raise ConfigError(f"{key}.categories: {unknown} are not MVTec AD categories "
-                                  f"(allowed: {', '.join(MVTEC_CATEGORIES)}); use data.source: folder "
-                                  "for a dataset of your own")
+        source = SOURCES[self.source]
+        if source.reads_root and not self.root:
+            raise ConfigError(f"{key}.root: required when data.source is {self.source} (your dataset in MVTec "
+                              "layout)")
+        if problem := source.category_problem(self.categories):
+            raise ConfigError(f"{key}.categories: {problem}")
 
 
 def category_name_problem(name: str) -> str | None:

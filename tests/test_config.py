@@ -55,7 +55,9 @@ def test_overrides_are_yaml_typed() -> None:
         ("model.arch=vit", "model.arch: 'vit' is not allowed; use one of 'pfadseg', 'adps'"),
         ("train.adps.milestones=[270,240]", "train.adps.milestones: must be increasing"),
         ("model.adps.psm_widths=[8,8]", "model.adps.psm_widths: expected 4 positive widths"),
-        ("data.source=ksdd2", "data.categories: must be [ksdd2] when data.source is ksdd2"),
+        ("data.source=ksdd2", "data.categories: ['bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', "
+                              "'leather', 'metal_nut', 'pill', 'screw', 'tile', 'toothbrush', 'transistor', 'wood', "
+                              "'zipper'] are not the KolektorSDD2 category (data.source ksdd2 holds ksdd2)"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, message: str) -> None:

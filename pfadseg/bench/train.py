@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pfadseg.arch.destseg import BENCH_VARIANTS, DESTSEG
 from pfadseg.bench.profile import matmul_peak_flops, profile_step, step_flops
 from pfadseg.config import Config, config_from_dict
-from pfadseg.data.procedural import make_procedural_textures
+from pfadseg.data.procedural.textures import make_procedural_textures
 from pfadseg.device import (
     accelerator_path,
     amp_dtype,

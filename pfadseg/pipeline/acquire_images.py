@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from pfadseg.data.layout import (
     find_dataset_root,
     scan_category,
 )
-from pfadseg.data.procedural import make_synthetic_mvtec
+from pfadseg.data.procedural.scenes import make_synthetic_mvtec
 from pfadseg.fsio import write_json
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import archive_record, fetch, install, work_folder
@@ -57,49 +59,85 @@ def _mvtec_manifest(root: Path, categories: list[str]) -> dict[str, Any]:
     return manifest
 
 
+Counts = dict[str, Any]  # the images manifest's counts (build_manifest)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a download comes from when not from its params: a local archive, another URL or sha256."""
+
+    archive: Path | None = None
+    url: str | None = None
+    sha256: str | None = None
+    progress: bool = True
+
+
+def _acquire_mvtec(cfg: Config, layout: Layout, record: dict[str, Any], source: Source) -> Counts:
+    categories = list(cfg.data.categories)
+    spec = with_overrides(cfg.data.mvtec, source.url, source.sha256)
+    path = fetch(cfg, layout, "mvtec", spec, archive=source.archive, progress=source.progress)
+    with work_folder(layout.images) as work:
+        safe_extract(path, work / "extracted", cfg.data.archive_limits)
+        found = find_dataset_root(work / "extracted", categories)
+        counts = install([found / cat for cat in categories], layout.images,
+                         lambda tmp: _mvtec_manifest(tmp, categories))
+    record.update(archive_record(spec, path))
+    return counts
+
+
+def _acquire_ksdd2(cfg: Config, layout: Layout, record: dict[str, Any], source: Source) -> Counts:
+    categories = list(cfg.data.categories)
+    spec = with_overrides(cfg.data.ksdd2, source.url, source.sha256)
+    path = fetch(cfg, layout, "ksdd2", spec, archive=source.archive, progress=source.progress)
+    with work_folder(layout.images) as work:
+        safe_extract(path, work / "extracted", cfg.data.archive_limits)
+        record["conversion"] = convert_ksdd2(work / "extracted", work / "converted")
+        counts = install([work / "converted" / cat for cat in categories], layout.images,
+                         lambda tmp: build_manifest(tmp, categories))
+    record.update(archive_record(spec, path))
+    return counts
+
+
+def _acquire_synthetic(cfg: Config, layout: Layout, record: dict[str, Any], source: Source) -> Counts:
+    categories = list(cfg.data.categories)
+    with work_folder(layout.images) as work:
+        summary = make_synthetic_mvtec(work / "synthetic", categories, cfg.data.synthetic)
+        counts = install([work / "synthetic" / cat for cat in categories], layout.images,
+                         lambda tmp: build_manifest(tmp, categories))
+    record.update({key: summary[key] for key in ("seed", "image_size")})
+    return counts
+
+
+def _acquire_folder(cfg: Config, layout: Layout, record: dict[str, Any], source: Source) -> Counts:
+    categories = list(cfg.data.categories)
+    folder = _source_folder(cfg.data.root)
+    with work_folder(layout.images) as work:
+        return install(_copy_folder(folder, categories, work / "copy"), layout.images,
+                       lambda tmp: build_manifest(tmp, categories, masks_required=False))
+
+
+# data.source -> what puts that dataset at layout.images (MVTec layout), adding to the manifest's record
+ACQUIRERS: dict[str, Callable[[Config, Layout, dict[str, Any], Source], Counts]] = {
+    "mvtec": _acquire_mvtec,
+    "ksdd2": _acquire_ksdd2,
+    "synthetic": _acquire_synthetic,
+    "folder": _acquire_folder,
+}
+
+
 def acquire_images(
     cfg: Config, layout: Layout, *, archive: Path | None = None, url: str | None = None,
     sha256: str | None = None, progress: bool = True,
 ) -> Path:
     """Put the dataset of ``data.source`` at ``layout.images`` (MVTec layout) and write the images manifest."""
     data = cfg.data
-    root = layout.images
-    categories = list(data.categories)
     record: dict[str, Any] = {"source": data.source, "root": data.root}
-    if data.source == "mvtec":
-        spec = with_overrides(data.mvtec, url, sha256)
-        path = fetch(cfg, layout, "mvtec", spec, archive=archive, progress=progress)
-        with work_folder(root) as work:
-            safe_extract(path, work / "extracted", data.archive_limits)
-            found = find_dataset_root(work / "extracted", categories)
-            counts = install([found / cat for cat in categories], root,
-                              lambda tmp: _mvtec_manifest(tmp, categories))
-        record.update(archive_record(spec, path))
-    elif data.source == "ksdd2":
-        spec = with_overrides(data.ksdd2, url, sha256)
-        path = fetch(cfg, layout, "ksdd2", spec, archive=archive, progress=progress)
-        with work_folder(root) as work:
-            safe_extract(path, work / "extracted", data.archive_limits)
-            record["conversion"] = convert_ksdd2(work / "extracted", work / "converted")
-            counts = install([work / "converted" / cat for cat in categories], root,
-                              lambda tmp: build_manifest(tmp, categories))
-        record.update(archive_record(spec, path))
-    elif data.source == "synthetic":
-        with work_folder(root) as work:
-            summary = make_synthetic_mvtec(work / "synthetic", categories, data.synthetic)
-            counts = install([work / "synthetic" / cat for cat in categories], root,
-                              lambda tmp: build_manifest(tmp, categories))
-        record.update({key: summary[key] for key in ("seed", "image_size")})
-    else:
-        source = _source_folder(data.root)
-        with work_folder(root) as work:
-            counts = install(_copy_folder(source, categories, work / "copy"), root,
-                              lambda tmp: build_manifest(tmp, categories, masks_required=False))
+    counts = ACQUIRERS[data.source](cfg, layout, record, Source(archive, url, sha256, progress))
     record.update(counts)
     write_json(layout.images_manifest, record)
-    log.info("%s: %d categories, %d train and %d test images (%s)", root, len(categories),
+    log.info("%s: %d categories, %d train and %d test images (%s)", layout.images, len(data.categories),
              counts["totals"]["train"], counts["totals"]["test"], data.source)
-    return root
+    return layout.images
 
 
 ACQUIRE_IMAGES = StageDef(

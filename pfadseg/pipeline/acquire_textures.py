@@ -10,7 +10,7 @@ from typing import Any
 from pfadseg.config import Config
 from pfadseg.data.download import safe_extract, with_overrides
 from pfadseg.data.layout import find_texture_root, texture_manifest
-from pfadseg.data.procedural import make_procedural_textures
+from pfadseg.data.procedural.textures import make_procedural_textures
 from pfadseg.fsio import write_json
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire import archive_record, fetch, install, work_folder

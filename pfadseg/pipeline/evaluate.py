@@ -14,6 +14,7 @@ from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import CategoryFiles, mask_file, scan_category
+from pfadseg.data.sources import SOURCES
 from pfadseg.device import amp_enabled, configure_backends, device_label, resolve_device
 from pfadseg.evaluate import BRANCHES, evaluate_branches, infer_maps, score_table
 from pfadseg.fsio import atomic_path, write_json
@@ -61,7 +62,7 @@ def run_evaluate(cfg: Config, layout: Layout, category: str, seed: int) -> None:
     device = resolve_device(cfg.train.device)
     configure_backends(device)
     began = time.perf_counter()
-    files = scan_category(layout.images, category, masks_required=cfg.data.source != "folder")
+    files = scan_category(layout.images, category, masks_required=SOURCES[cfg.data.source].test_masks)
     pixel_skipped = _masks_missing(files)
     test_set = load_test_set(files, cfg.data.image_size)
     run = TrainedRun.open(layout.run_dir("models", category, seed), expect=cfg)

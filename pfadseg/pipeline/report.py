@@ -8,6 +8,7 @@ from typing import Any
 
 from pfadseg.arch.registry import architecture
 from pfadseg.config import Config
+from pfadseg.data.sources import SOURCES
 from pfadseg.fsio import atomic_path, read_json
 from pfadseg.paths import Layout
 from pfadseg.pipeline.entry import ITEM, StageDef
@@ -42,22 +43,6 @@ def _origin(manifest: dict[str, Any], seed: int) -> str:
     return manifest.get("sha256") or manifest.get("root") or f"seed {manifest.get('seed', seed)}"
 
 
-def describe_data(source: str, images: dict[str, Any], seed: int) -> tuple[str, str | None]:
-    """What the numbers were measured on (the report's title), and the banner that says when it is not MVTec AD."""
-    origin = _origin(images, seed)
-    if source == "synthetic":
-        return ("synthetic data", f"SYNTHETIC DATA: these numbers come from the procedural offline dataset "
-                f"({origin}), not MVTec AD; they are not comparable with the paper.")
-    if source == "folder":
-        return (f"your data ({origin})", f"YOUR DATA: these numbers come from the folder {origin}, not MVTec AD as "
-                "acquire_images downloads and checks it; paper columns (categories named like MVTec AD ones) compare "
-                "with it only if it holds MVTec AD itself.")
-    if source == "ksdd2":
-        return ("KolektorSDD2", f"KolektorSDD2 ({origin}), not MVTec AD: its numbers are in the KolektorSDD2 "
-                "section, beside ADPS's reported ones.")
-    return "MVTec AD", None
-
-
 def _skipped_pixel_metrics(runs: dict[str, list[dict[str, Any]]], where: str) -> str | None:
     """The warning naming the categories whose pixel metrics were skipped, and why."""
     reasons = {c: r["seg"].get("pixel_metrics", "skipped") for c, rs in runs.items() for r in rs
@@ -79,7 +64,7 @@ def provenance(cfg: Config, layout: Layout, runs: dict[str, list[dict[str, Any]]
     wall = {stage: sum(r["wall_time_s"][stage] for r in all_runs) for stage in ("training", "evaluate")} \
         if all_runs else {}
     source = images.get("source", cfg.data.source)
-    dataset, banner = describe_data(source, images, cfg.seed)
+    dataset, banner = SOURCES[source].describe(_origin(images, cfg.seed))
     warnings = [banner] if banner else []
     if teacher.get("weights") == "random":
         warnings.append("RANDOM TEACHER: the teacher is randomly initialised, not ImageNet-pretrained; these "

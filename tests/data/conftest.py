@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import SyntheticDataConfig, config_from_dict, read_params
-from pfadseg.data.procedural import make_synthetic_mvtec
+from pfadseg.data.procedural.scenes import make_synthetic_mvtec
 from tests.conftest import REPO
 
 ARCHIVE_LIMITS = config_from_dict(read_params(REPO / "params.yaml")).data.archive_limits  # the project's limits

@@ -12,19 +12,19 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from pfadseg.config import ProceduralTexturesConfig, SyntheticDataConfig
-from pfadseg.data import procedural
 from pfadseg.data.categories import GRAYSCALE_CATEGORIES, MVTEC_CATEGORIES
 from pfadseg.data.images import load_test_set
 from pfadseg.data.layout import build_manifest, scan_category, scan_textures
-from pfadseg.data.procedural import (
+from pfadseg.data.procedural import scenes
+from pfadseg.data.procedural.scenes import (
     AREA_RANGE,
     DEFECT_KINDS,
     MASK_THRESHOLD,
     add_defect,
-    make_procedural_textures,
     make_synthetic_mvtec,
     render_normal,
 )
+from pfadseg.data.procedural.textures import make_procedural_textures
 from pfadseg.paths import Layout
 from pfadseg.pipeline.acquire_images import acquire_images
 from pfadseg.pipeline.acquire_textures import acquire_textures
@@ -132,7 +132,7 @@ def test_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     cfg = SyntheticDataConfig(image_size=32, n_train=2, n_test_good=1, n_test_per_defect=1, n_defect_types=1,
                               seed=0)
-    monkeypatch.setattr(procedural, "add_defect", broken)
+    monkeypatch.setattr(scenes, "add_defect", broken)
     with pytest.raises(RuntimeError, match="boom"):
         make_synthetic_mvtec(tmp_path / "root", ["wood"], cfg)
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import config_from_dict, profile_overrides, read_params
-from pfadseg.data.procedural import make_synthetic_mvtec
+from pfadseg.data.procedural.scenes import make_synthetic_mvtec
 from pfadseg.paths import Layout
 from pfadseg.pipeline.ablate import run_experiment
 from pfadseg.pipeline.workspace import make_workspace, run_dvc

@@ -1,4 +1,4 @@
-"""Offline stand-ins for the real data: an MVTec-AD-layout dataset and DTD-layout textures, procedural.
+"""Offline stand-in for MVTec AD: a procedural dataset in its layout, each category a scene with defects.
 
 Normal images of one category share a look (a texture, or an object on a plain background) and vary in
 pose, colour, lighting and sensor noise. A defect changes a small region (about 0.3-5 % of the image) with
@@ -20,8 +20,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pfadseg.config import ProceduralTexturesConfig, SyntheticDataConfig
+from pfadseg.config import SyntheticDataConfig
 from pfadseg.data.categories import GRAYSCALE_CATEGORIES, MVTEC_CATEGORIES
+from pfadseg.data.procedural.fields import (
+    Array,
+    Grid,
+    coverage,
+    fractal_field,
+    object_pose,
+    pixel_grid,
+    smooth_field,
+    to_uint8,
+)
 from pfadseg.errors import UsageError
 from pfadseg.fsio import atomic_dir
 from pfadseg.seeding import numpy_rng
@@ -34,10 +44,6 @@ AREA_RANGE = (0.003, 0.05)  # accepted defect area, as a fraction of the image
 MAX_TRIES = 100
 MIN_SIZE = 32  # below this, small defects cannot meet AREA_RANGE reliably
 NOISE_SIGMA = 0.012  # sensor noise, in [0, 1] units
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-Array = np.ndarray
-Grid = tuple[Array, Array]  # y and x pixel-centre coordinates in [0, 1), float32 H x W
 
 
 @dataclass(frozen=True)
@@ -52,44 +58,9 @@ class Normal:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _grid(size: int) -> Grid:
-    t = (np.arange(size, dtype=np.float32) + 0.5) / size
-    yy, xx = np.meshgrid(t, t, indexing="ij")
-    return yy, xx
-
-
-def _smooth(rng: np.random.Generator, size: int, cells_y: float, cells_x: float | None = None) -> Array:
-    """Smooth random field (bicubic upsampling of a coarse Gaussian lattice), std about 0.7."""
-    cy = int(np.clip(round(cells_y), 1, size // 2))
-    cx = int(np.clip(round(cells_y if cells_x is None else cells_x), 1, size // 2))
-    coarse = rng.standard_normal((cy + 1, cx + 1)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
-
-
-def _fractal(rng: np.random.Generator, size: int, cells: float, octaves: int = 4) -> Array:
-    """Sum of smooth fields at doubling frequencies with halving amplitudes (Perlin-like)."""
-    total = np.zeros((size, size), dtype=np.float32)
-    for octave in range(octaves):
-        total += 0.5**octave * _smooth(rng, size, cells * 2**octave)
-    return total / math.sqrt(sum(0.25**o for o in range(octaves)))
-
-
 def _cycles(size: int, cycles: float) -> float:
     """``cycles`` per image, capped so that a period spans at least 4 pixels."""
     return min(cycles, size / 4)
-
-
-def _pose(rng: np.random.Generator, g: Grid, *, rotate: bool, shift: float = 0.02,
-          tilt: float = 0.05) -> tuple[Array, Array]:
-    """Object coordinates (u along the object's axis, v across) after a random shift, rotation and scale."""
-    yy, xx = g
-    cy, cx = (0.5 + shift * rng.standard_normal(2)).astype(np.float32)
-    theta = rng.uniform(0, 2 * math.pi) if rotate else rng.normal(0.0, tilt)
-    scale = 1.0 + 0.03 * rng.standard_normal()
-    dx, dy = xx - cx, yy - cy
-    c, s = math.cos(theta), math.sin(theta)
-    inv = np.float32(1.0 / scale)
-    return (np.float32(c) * dx + np.float32(s) * dy) * inv, (np.float32(c) * dy - np.float32(s) * dx) * inv
 
 
 def _disc(u: Array, v: Array, r: float) -> Array:
@@ -107,11 +78,6 @@ def _capsule(u: Array, v: Array, half: float, r: float) -> Array:
 def _box(u: Array, v: Array, hw: float, hh: float, r: float = 0.0) -> Array:
     qx, qy = np.abs(u) - hw + r, np.abs(v) - hh + r
     return np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0)) + np.minimum(np.maximum(qx, qy), 0.0) - r
-
-
-def _alpha(sdf: Array, size: int) -> Array:
-    """Anti-aliased coverage of the region ``sdf < 0`` (sdf in image units)."""
-    return np.clip(0.5 - sdf * size, 0.0, 1.0).astype(np.float32)
 
 
 def _shade(sdf: Array, depth: float) -> Array:
@@ -139,38 +105,38 @@ def _texture(image: Array) -> Scene:
 
 
 def _carpet(rng: np.random.Generator, g: Grid, size: int) -> Scene:
-    u, v = _pose(rng, g, rotate=False, shift=0.5)
+    u, v = object_pose(rng, g, rotate=False, shift=0.5)
     f = 2 * math.pi * _cycles(size, 28)
     weave = np.sin(f * u) * np.sin(f * v)
-    pattern = 0.10 * weave + 0.07 * _fractal(rng, size, 5) + 0.05 * _smooth(rng, size, size / 3)
+    pattern = 0.10 * weave + 0.07 * fractal_field(rng, size, 5) + 0.05 * smooth_field(rng, size, size / 3)
     return _texture(_colour(rng, (0.55, 0.46, 0.40)) * (1.0 + pattern)[..., None])
 
 
 def _grid_texture(rng: np.random.Generator, g: Grid, size: int) -> Scene:
-    u, v = _pose(rng, g, rotate=False, shift=0.5, tilt=0.03)
+    u, v = object_pose(rng, g, rotate=False, shift=0.5, tilt=0.03)
     f = 2 * math.pi * _cycles(size, 12)
     lines = np.clip((np.maximum(np.cos(f * u), np.cos(f * v)) - 0.6) / 0.4, 0.0, 1.0)
-    grey = 0.22 + 0.45 * lines + 0.04 * _fractal(rng, size, 4)
+    grey = 0.22 + 0.45 * lines + 0.04 * fractal_field(rng, size, 4)
     return _texture(np.repeat(grey[..., None], 3, axis=2) * _colour(rng, (1.0, 1.0, 1.0)))
 
 
 def _leather(rng: np.random.Generator, g: Grid, size: int) -> Scene:
-    crease = np.exp(-np.abs(_smooth(rng, size, 7)) * 10.0)
-    pattern = 0.06 * _fractal(rng, size, 8) + 0.05 * _smooth(rng, size, size / 5) - 0.12 * crease
+    crease = np.exp(-np.abs(smooth_field(rng, size, 7)) * 10.0)
+    pattern = 0.06 * fractal_field(rng, size, 8) + 0.05 * smooth_field(rng, size, size / 5) - 0.12 * crease
     return _texture(_colour(rng, (0.50, 0.31, 0.20)) * (1.0 + pattern)[..., None])
 
 
 def _tile(rng: np.random.Generator, g: Grid, size: int) -> Scene:
-    spots = np.clip((_smooth(rng, size, 18) - 0.7) * 2.5, 0.0, 1.0)
-    base = _colour(rng, (0.78, 0.77, 0.74)) * (1.0 + 0.05 * _fractal(rng, size, 6))[..., None]
+    spots = np.clip((smooth_field(rng, size, 18) - 0.7) * 2.5, 0.0, 1.0)
+    base = _colour(rng, (0.78, 0.77, 0.74)) * (1.0 + 0.05 * fractal_field(rng, size, 6))[..., None]
     return _texture(_paint(base, 0.6 * spots, _colour(rng, (0.38, 0.36, 0.33))))
 
 
 def _wood(rng: np.random.Generator, g: Grid, size: int) -> Scene:
-    u, _ = _pose(rng, g, rotate=False, shift=0.5, tilt=0.03)
-    rings = np.sin(2 * math.pi * (_cycles(size, 9) * u + 0.6 * _smooth(rng, size, 3)))
-    grain = _smooth(rng, size, 3, size / 3)
-    pattern = 0.09 * rings + 0.05 * grain + 0.03 * _fractal(rng, size, 6)
+    u, _ = object_pose(rng, g, rotate=False, shift=0.5, tilt=0.03)
+    rings = np.sin(2 * math.pi * (_cycles(size, 9) * u + 0.6 * smooth_field(rng, size, 3)))
+    grain = smooth_field(rng, size, 3, size / 3)
+    pattern = 0.09 * rings + 0.05 * grain + 0.03 * fractal_field(rng, size, 6)
     return _texture(_colour(rng, (0.62, 0.43, 0.26)) * (1.0 + pattern)[..., None])
 
 
@@ -178,111 +144,111 @@ def _wood(rng: np.random.Generator, g: Grid, size: int) -> Scene:
 
 
 def _background(rng: np.random.Generator, size: int, rgb: tuple[float, float, float], amp: float) -> Array:
-    return _colour(rng, rgb) * (1.0 + amp * _fractal(rng, size, 4))[..., None]
+    return _colour(rng, rgb) * (1.0 + amp * fractal_field(rng, size, 4))[..., None]
 
 
 def _surface(rng: np.random.Generator, size: int, amp: float) -> Array:
-    return (1.0 + amp * _fractal(rng, size, 6))[..., None]
+    return (1.0 + amp * fractal_field(rng, size, 6))[..., None]
 
 
 def _bottle(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.06, 0.06, 0.06), 0.1)
-    u, v = _pose(rng, g, rotate=True)
+    u, v = object_pose(rng, g, rotate=True)
     outer, inner = _disc(u, v, 0.40), _disc(u, v, 0.19)
-    img = _paint(bg, _alpha(outer, size),
+    img = _paint(bg, coverage(outer, size),
                  _colour(rng, (0.40, 0.32, 0.17)) * _shade(outer, 0.12) * _surface(rng, size, 0.05))
-    img = _paint(img, _alpha(inner, size), _colour(rng, (0.14, 0.11, 0.08)) * _shade(inner, 0.1))
-    return img, _alpha(outer, size), bg
+    img = _paint(img, coverage(inner, size), _colour(rng, (0.14, 0.11, 0.08)) * _shade(inner, 0.1))
+    return img, coverage(outer, size), bg
 
 
 def _cable(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.12, 0.12, 0.12), 0.1)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     sheath = _disc(u, v, 0.42)
-    img = _paint(bg, _alpha(sheath, size), _colour(rng, (0.56, 0.56, 0.52)) * _surface(rng, size, 0.04))
+    img = _paint(bg, coverage(sheath, size), _colour(rng, (0.56, 0.56, 0.52)) * _surface(rng, size, 0.04))
     wires = ((0.25, 0.55, 0.30), (0.25, 0.35, 0.70), (0.55, 0.40, 0.25))
     for k, rgb in enumerate(wires):
         angle = math.pi / 2 + k * 2 * math.pi / 3
         wu, wv = u - 0.21 * math.cos(angle), v - 0.21 * math.sin(angle)
         wire = _disc(wu, wv, 0.15)
-        img = _paint(img, _alpha(wire, size), _colour(rng, rgb) * _shade(wire, 0.06))
-        img = _paint(img, _alpha(_disc(wu, wv, 0.07), size), _colour(rng, (0.80, 0.52, 0.30)))
-    return img, _alpha(sheath, size), bg
+        img = _paint(img, coverage(wire, size), _colour(rng, rgb) * _shade(wire, 0.06))
+        img = _paint(img, coverage(_disc(wu, wv, 0.07), size), _colour(rng, (0.80, 0.52, 0.30)))
+    return img, coverage(sheath, size), bg
 
 
 def _capsule_object(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.84, 0.84, 0.82), 0.02)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     body = _capsule(u, v, 0.24, 0.13)
     halves = np.where((u < 0)[..., None], _colour(rng, (0.14, 0.14, 0.14)), _colour(rng, (0.88, 0.52, 0.14)))
-    img = _paint(bg, _alpha(body, size), halves * _shade(body, 0.08) * _surface(rng, size, 0.03))
-    return img, _alpha(body, size), bg
+    img = _paint(bg, coverage(body, size), halves * _shade(body, 0.08) * _surface(rng, size, 0.03))
+    return img, coverage(body, size), bg
 
 
 def _hazelnut(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.03, 0.03, 0.03), 0.1)
-    u, v = _pose(rng, g, rotate=True)
+    u, v = object_pose(rng, g, rotate=True)
     nut = _ellipse(u, v, 0.31, 0.26)
-    streaks = 1.0 + 0.06 * np.sin(2 * math.pi * (_cycles(size, 14) * v + 0.5 * _smooth(rng, size, 3)))
+    streaks = 1.0 + 0.06 * np.sin(2 * math.pi * (_cycles(size, 14) * v + 0.5 * smooth_field(rng, size, 3)))
     colour = _colour(rng, (0.56, 0.37, 0.19)) * _shade(nut, 0.12) * _surface(rng, size, 0.07)
-    return _paint(bg, _alpha(nut, size), colour * streaks[..., None]), _alpha(nut, size), bg
+    return _paint(bg, coverage(nut, size), colour * streaks[..., None]), coverage(nut, size), bg
 
 
 def _metal_nut(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.04, 0.04, 0.04), 0.1)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     outer, hole = _disc(u, v, 0.36), _disc(u, v, 0.13)
     brushed = 1.0 + 0.05 * np.sin(2 * math.pi * _cycles(size, 40) * np.hypot(u, v))
     colour = _colour(rng, (0.62, 0.63, 0.66)) * _surface(rng, size, 0.04) * brushed[..., None]
-    fg = _alpha(outer, size) * (1.0 - _alpha(hole, size))
+    fg = coverage(outer, size) * (1.0 - coverage(hole, size))
     return _paint(bg, fg, colour), fg, bg
 
 
 def _pill(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.06, 0.06, 0.06), 0.1)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     body = _ellipse(u, v, 0.37, 0.18)
-    fg = _alpha(body, size)
+    fg = coverage(body, size)
     img = _paint(bg, fg, _colour(rng, (0.93, 0.91, 0.86)) * _shade(body, 0.08))
     centres, radii = rng.uniform((-0.30, -0.12), (0.30, 0.12), (14, 2)), rng.uniform(0.005, 0.011, 14)
     on = fg > 0  # specks only matter on the pill: evaluate them there
     uo, vo = u[on], v[on]
     specks = np.min([_disc(uo - su, vo - sv, r) for (su, sv), r in zip(centres, radii, strict=True)], axis=0)
     cover = np.zeros_like(fg)
-    cover[on] = _alpha(specks, size) * fg[on]
+    cover[on] = coverage(specks, size) * fg[on]
     return _paint(img, cover, _colour(rng, (0.78, 0.30, 0.24))), fg, bg
 
 
 def _screw(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.80, 0.80, 0.80), 0.02)
-    u, v = _pose(rng, g, rotate=True, shift=0.04)
+    u, v = object_pose(rng, g, rotate=True, shift=0.04)
     shaft, head = _capsule(u - 0.05, v, 0.22, 0.045), _disc(u + 0.24, v, 0.085)
     threads = 1.0 + 0.18 * np.sin(2 * math.pi * _cycles(size, 55) * u)
     grey = np.full(3, 0.32, dtype=np.float32)
-    img = _paint(bg, _alpha(shaft, size), grey * _shade(shaft, 0.03) * threads[..., None])
-    img = _paint(img, _alpha(head, size), _colour(rng, (0.40, 0.40, 0.40)) * _shade(head, 0.06))
-    img = _paint(img, _alpha(_box(u + 0.24, v, 0.012, 0.06), size), _colour(rng, (0.15, 0.15, 0.15)))
-    return img, np.maximum(_alpha(shaft, size), _alpha(head, size)), bg
+    img = _paint(bg, coverage(shaft, size), grey * _shade(shaft, 0.03) * threads[..., None])
+    img = _paint(img, coverage(head, size), _colour(rng, (0.40, 0.40, 0.40)) * _shade(head, 0.06))
+    img = _paint(img, coverage(_box(u + 0.24, v, 0.012, 0.06), size), _colour(rng, (0.15, 0.15, 0.15)))
+    return img, np.maximum(coverage(shaft, size), coverage(head, size)), bg
 
 
 def _toothbrush(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.08, 0.08, 0.10), 0.1)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     head = _box(u, v, 0.38, 0.15, 0.07)
     rows = (np.sin(2 * math.pi * _cycles(size, 16) * u) > 0)[..., None]
     colour = np.where(rows, _colour(rng, (0.25, 0.45, 0.85)), _colour(rng, (0.92, 0.92, 0.92)))
-    return _paint(bg, _alpha(head, size), colour * _surface(rng, size, 0.08)), _alpha(head, size), bg
+    return _paint(bg, coverage(head, size), colour * _surface(rng, size, 0.08)), coverage(head, size), bg
 
 
 def _transistor(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     bg = _background(rng, size, (0.66, 0.62, 0.56), 0.03)
-    u, v = _pose(rng, g, rotate=False)
+    u, v = object_pose(rng, g, rotate=False)
     parts = [(_box(u, v + 0.30, 0.20, 0.05, 0.01), (0.70, 0.70, 0.72)),
              (_box(u, v + 0.12, 0.20, 0.15, 0.02), (0.10, 0.10, 0.10))]
     parts += [(_box(u - du, v - 0.20, 0.022, 0.17), (0.80, 0.78, 0.70)) for du in (-0.12, 0.0, 0.12)]
     img, fg, surface = bg, np.zeros((size, size), np.float32), _surface(rng, size, 0.03)
     for sdf, rgb in parts:
-        alpha = _alpha(sdf, size)
+        alpha = coverage(sdf, size)
         img = _paint(img, alpha, _colour(rng, rgb) * surface)
         fg = np.maximum(fg, alpha)
     return img, fg, bg
@@ -292,12 +258,12 @@ def _zipper(rng: np.random.Generator, g: Grid, size: int) -> Scene:
     f = 2 * math.pi * _cycles(size, 40)
     weave = 1.0 + 0.08 * np.sin(f * g[1]) * np.sin(f * g[0])
     bg = _background(rng, size, (0.30, 0.30, 0.30), 0.05) * weave[..., None]
-    u, v = _pose(rng, g, rotate=False, tilt=0.02)
+    u, v = object_pose(rng, g, rotate=False, tilt=0.02)
     band = _box(u, v, 0.13, 0.7)
     phase = np.where(u < 0, 0.0, math.pi)
     teeth = (np.sin(2 * math.pi * _cycles(size, 22) * v + phase) > 0)[..., None]
     colour = np.where(teeth, _colour(rng, (0.78, 0.78, 0.78)), _colour(rng, (0.42, 0.42, 0.42)))
-    return _paint(bg, _alpha(band, size), colour * _surface(rng, size, 0.04)), _alpha(band, size), bg
+    return _paint(bg, coverage(band, size), colour * _surface(rng, size, 0.04)), coverage(band, size), bg
 
 
 RENDERERS: dict[str, Callable[[np.random.Generator, Grid, int], Scene]] = {
@@ -307,15 +273,9 @@ RENDERERS: dict[str, Callable[[np.random.Generator, Grid, int], Scene]] = {
 }
 
 
-def _to_uint8(image: Array, channels: int) -> Array:
-    if channels == 1:
-        image = (image @ LUMA)[..., None]
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def render_normal(category: str, rng: np.random.Generator, size: int) -> Normal:
     """One normal image of ``category``: its look plus pose, colour, lighting and sensor-noise variation."""
-    g = _grid(size)
+    g = pixel_grid(size)
     image, fg, background = RENDERERS[category](rng, g, size)
     yy, xx = g
     gain = 1.0 + 0.06 * rng.standard_normal()
@@ -323,8 +283,8 @@ def render_normal(category: str, rng: np.random.Generator, size: int) -> Normal:
     light = (gain * (1.0 + gx * (xx - 0.5) + gy * (yy - 0.5)))[..., None]
     channels = 1 if category in GRAYSCALE_CATEGORIES else 3
     noise = rng.standard_normal((size, size, channels), dtype=np.float32) * np.float32(NOISE_SIGMA)
-    bg = None if background is None else _to_uint8(background * light + noise, channels)
-    return Normal(_to_uint8(image * light + noise, channels), fg, bg)
+    bg = None if background is None else to_uint8(background * light + noise, channels)
+    return Normal(to_uint8(image * light + noise, channels), fg, bg)
 
 
 # ------------------------------------------------------------------------------------------------ defects
@@ -391,13 +351,13 @@ def _blob(rng: np.random.Generator, g: Grid, centre: Array, radius: float, size:
     """Coverage of an irregular blob: a rotated ellipse with a noisy outline."""
     theta = rng.uniform(0, math.pi)
     a = radius * rng.uniform(0.8, 1.25)
-    outline = 0.25 * radius * _smooth(rng, size, 6)
+    outline = 0.25 * radius * smooth_field(rng, size, 6)
     cover = np.zeros((size, size), dtype=np.float32)
     sl = _window(centre[None], 1.6 * radius, size)
     dy, dx = g[0][sl] - centre[0], g[1][sl] - centre[1]
     c, s = math.cos(theta), math.sin(theta)
     sdf = _ellipse(c * dx + s * dy, c * dy - s * dx, a, radius * radius / a) + outline[sl]
-    cover[sl] = _alpha(sdf, size)
+    cover[sl] = coverage(sdf, size)
     return cover
 
 
@@ -409,7 +369,7 @@ def _specks(rng: np.random.Generator, g: Grid, centre: Array, size: int) -> Arra
     sl = _window(spots, radii.max() + 1 / size, size)
     dist = np.min([np.hypot(g[0][sl] - y, g[1][sl] - x) - r for (y, x), r in zip(spots, radii, strict=True)],
                   axis=0)
-    cover[sl] = _alpha(dist, size)
+    cover[sl] = coverage(dist, size)
     return cover
 
 
@@ -459,7 +419,7 @@ def _defect(kind: str, normal: Normal, rng: np.random.Generator, g: Grid) -> tup
 def add_defect(normal: Normal, kind: str, rng: np.random.Generator) -> tuple[Array, Array]:
     """(defective uint8 image, bool mask); the mask is exactly the pixels changed by >= MASK_THRESHOLD."""
     size = normal.image.shape[0]
-    g = _grid(size)
+    g = pixel_grid(size)
     x = normal.image.astype(np.float32) / 255.0
     for _ in range(MAX_TRIES):
         cover, target = _defect(kind, normal, rng, g)
@@ -514,105 +474,3 @@ def make_synthetic_mvtec(root: Path, categories: list[str], cfg: SyntheticDataCo
     with atomic_dir(root) as tmp:
         per_cat = {cat: _write_category(tmp / cat, cat, cfg) for cat in categories}
     return {"seed": cfg.seed, "image_size": cfg.image_size, "categories": per_cat}
-
-
-# ------------------------------------------------------------------------------------------ textures (DTD)
-# Each kind maps (rng, rotated coordinates u/v, size, period) to a field in [0, 1] that mixes two colours.
-
-TextureKind = Callable[[np.random.Generator, Array, Array, int, float], Array]
-
-
-def _banded(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    return 0.5 + 0.5 * np.tanh(3.0 * np.sin(2 * math.pi * u / period))
-
-
-def _chequered(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
-
-
-def _blotchy(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    return np.clip(0.5 + 1.5 * _fractal(rng, size, 0.5 / period), 0.0, 1.0)
-
-
-def _marbled(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    return 0.5 + 0.5 * np.sin(2 * math.pi * (u / period + 1.5 * _fractal(rng, size, 3)))
-
-
-def _dotted(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    du, dv = (u / period) % 1.0 - 0.5, (v / period) % 1.0 - 0.5
-    return _alpha((np.hypot(du, dv) - rng.uniform(0.2, 0.4)) * period, size)
-
-
-def _wavy(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    warp = 0.4 * period * np.sin(2 * math.pi * v / (3 * period))
-    return 0.5 + 0.5 * np.sin(2 * math.pi * (u + warp) / period)
-
-
-def _cellular(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    n = int(np.clip(round(1.0 / period**2 / 4), 4, 64))
-    seeds = rng.uniform(-0.8, 0.8, (n, 2)).astype(np.float32)
-    dist = np.stack([np.hypot(u - su, v - sv) for su, sv in seeds])
-    order = np.sort(dist, axis=0)
-    values = rng.uniform(0.3, 1.0, n).astype(np.float32)[np.argmin(dist, axis=0)]
-    return values * np.clip((order[1] - order[0]) * size / 2.0, 0.0, 1.0)
-
-
-def _plaid(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    bands_u, bands_v = np.sign(np.sin(2 * math.pi * u / period)), np.sign(np.sin(2 * math.pi * v / period))
-    return 0.25 * (2.0 + bands_u + bands_v)
-
-
-def _zigzagged(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    tooth = np.abs((u / (2 * period)) % 1.0 - 0.5) * period
-    return 0.5 + 0.5 * np.tanh(3.0 * np.sin(2 * math.pi * (v + tooth) / period))
-
-
-def _grainy(rng: np.random.Generator, u: Array, v: Array, size: int, period: float) -> Array:
-    return np.clip(0.5 + _fractal(rng, size, 2.0 / period, octaves=3), 0.0, 1.0)
-
-
-TEXTURE_KINDS: dict[str, TextureKind] = {
-    "banded": _banded, "chequered": _chequered, "blotchy": _blotchy, "marbled": _marbled, "dotted": _dotted,
-    "wavy": _wavy, "cellular": _cellular, "plaid": _plaid, "zigzagged": _zigzagged, "grainy": _grainy,
-}
-
-
-def texture_class_name(index: int) -> str:
-    """Class name of texture class ``index``: the kinds in order, then numbered repeats (banded2, ...)."""
-    names = list(TEXTURE_KINDS)
-    name = names[index % len(names)]
-    return name if index < len(names) else f"{name}{index // len(names) + 1}"
-
-
-def render_texture(kind: str, rng: np.random.Generator, size: int, period: float, angle: float,
-                   palette: Array) -> Array:
-    """One uint8 H x W x 3 texture of ``kind``: the field mixes palette[0] and palette[1], plus grain."""
-    g = _grid(size)
-    u, v = _pose(rng, g, rotate=False, shift=0.5, tilt=0.0)
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = c * u + s * v, c * v - s * u
-    field = TEXTURE_KINDS[kind](rng, u, v, size, max(period * rng.uniform(0.85, 1.15), 4 / size))[..., None]
-    colours = palette * (1.0 + 0.05 * rng.standard_normal((2, 3))).astype(np.float32)
-    image = colours[0] * (1.0 - field) + colours[1] * field
-    image *= (1.0 + 0.05 * _fractal(rng, size, 8))[..., None]
-    return _to_uint8(image, 3)
-
-
-def make_procedural_textures(root: Path, cfg: ProceduralTexturesConfig) -> dict[str, Any]:
-    """Write DTD-layout textures ``<root>/images/<class>/<class>_0001.jpg`` (``root`` replaced atomically)."""
-    with atomic_dir(root) as tmp:
-        for index in range(cfg.n_classes):
-            name = texture_class_name(index)
-            kind = name.rstrip("0123456789")
-            rng = numpy_rng(cfg.seed, "textures", name)
-            period, angle = rng.uniform(1 / 24, 1 / 6), rng.uniform(0, math.pi)
-            palette = rng.uniform(0.05, 0.95, (2, 3)).astype(np.float32)
-            folder = tmp / "images" / name
-            folder.mkdir(parents=True)
-            for i in range(cfg.per_class):
-                tilt = angle + rng.normal(0.0, 0.15)
-                image = render_texture(kind, rng, cfg.image_size, period, tilt, palette)
-                Image.fromarray(image).save(folder / f"{name}_{i + 1:04d}.jpg", quality=90)
-    return {"classes": cfg.n_classes, "images": cfg.n_classes * cfg.per_class, "image_size": cfg.image_size,
-            "seed": cfg.seed}
-
