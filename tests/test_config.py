@@ -43,7 +43,7 @@ def test_overrides_are_yaml_typed() -> None:
     [
         ("model.use_pcar=maybe", "model.use_pcar: expected true or false"),
         ("train.student.iterations=0", "train.student.iterations: 0 is out of range"),
-        ("train.student.lr=0", "train.student.lr: 0.0 is out of range; must be > 0"),
+        ("train.student.lr=0", "train.student.lr: 0 is out of range; must be > 0"),
         ("model.pcar.branches=huge", "model.pcar.branches: 'huge' is not allowed; use one of 'dilated'"),
         ("data.categories=[bottle,spoon]", "data.categories: ['spoon'] are not MVTec AD categories"),
         ("data.image_size=100", "data.image_size: must be a multiple of 32"),
@@ -95,10 +95,24 @@ def test_non_finite_floats_are_refused_naming_the_key(override: str) -> None:
     assert str(info.value) == f"{REPO / 'params.yaml'}: {key}: must be a finite number, got {yaml.safe_load(value)!r}"
 
 
-def test_a_non_finite_float_in_the_file_is_refused(tmp_path: Path) -> None:
+def test_a_non_finite_float_in_the_file_is_refused_naming_its_line(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().replace("  opacity_max: 1.0", "  opacity_max: .nan", 1))
-    with pytest.raises(ConfigError, match=r"params\.yaml: bank\.opacity_max: must be a finite number, got nan"):
+    text = (REPO / "params.yaml").read_text()
+    params.write_text(text.replace("  opacity_max: 1.0", "  opacity_max: .nan", 1))
+    line = text.splitlines().index("  opacity_max: 1.0") + 1
+    with pytest.raises(ConfigError, match=rf"params\.yaml line {line}: bank\.opacity_max: must be a finite number, "
+                                          "got nan"):
+        load_config(params)
+
+
+def test_a_misspelt_key_is_named_at_its_section_line(tmp_path: Path) -> None:
+    """An unknown key is reported before the missing one it stands for; a missing key at its section's line."""
+    params = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    params.write_text(text.replace("  lr_head:", "  lr_hed:", 1))
+    section = text.splitlines().index("  seg:") + 1
+    with pytest.raises(ConfigError, match=rf"params\.yaml line {section}: train\.seg: unknown key\(s\) "
+                                          r"train\.seg\.lr_hed; allowed: iterations"):
         load_config(params)
 
 

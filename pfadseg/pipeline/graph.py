@@ -97,7 +97,7 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
     # not whatever pfadseg the interpreter has installed (an editable checkout elsewhere, a queue worker's origin).
     if stage.per_run:
         entry["matrix"] = {"category": "${data.categories}", "seed": "${seeds}"}
-    # The category is single-quoted: a name may hold spaces and shell characters (never a quote: config.py).
+    # The category is single-quoted: a name may hold spaces and shell characters (never a quote: CATEGORY_FORBIDDEN).
     entry["cmd"] = f"python -m stages.{stage.name}" + (" '${item.category}' ${item.seed}" if stage.per_run else "")
     gate = stage is CHECK_PARAMS  # every other stage depends on its marker, so DVC runs it first
     checked = [] if gate else [str(ITEM.params_check)]

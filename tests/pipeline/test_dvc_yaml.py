@@ -21,7 +21,7 @@ def test_dvc_yaml_is_the_generated_graph() -> None:
 
 def test_deps_follow_the_imports() -> None:
     assert "pfadseg/data/images.py" in STAGES["evaluate"]["deps"], "editing the mask threshold reruns evaluate"
-    assert "pfadseg/config.py" in STAGES["train_student"]["deps"]
+    assert "pfadseg/config/schema.py" in STAGES["train_student"]["deps"]
     assert "pfadseg/report/tables.py" not in STAGES["train_student"]["deps"], "a report edit retrains nothing"
     assert "pfadseg/report/tables.py" in STAGES["report"]["deps"]
     assert not any(d.startswith("pfadseg/train/") for d in STAGES["evaluate"]["deps"]), "inference imports no training"
@@ -61,7 +61,7 @@ NEVER_RUNS = {
 def test_a_stage_depends_on_no_code_it_never_runs(stage: str) -> None:
     deps = (ADPS_STAGES if stage == "train_adps" else STAGES)[stage]["deps"]
     assert [m for m in NEVER_RUNS[stage] if f"pfadseg/{m}" in deps] == []
-    assert f"pfadseg/{'train/adps.py' if stage == 'train_adps' else 'config.py'}" in deps, "the closure is real"
+    assert f"pfadseg/{'train/adps.py' if stage == 'train_adps' else 'config/schema.py'}" in deps, "the closure is real"
 
 
 def test_only_evaluation_reads_the_metrics() -> None:
@@ -91,7 +91,7 @@ def test_layers_read_one_way() -> None:
         if not rel.startswith("pfadseg/pipeline/") and rel != "pfadseg/cli.py":
             assert "pfadseg.pipeline" not in text, f"{rel} imports pipeline/"
         # config: arch-dependent validation and names; report/ablation: selects experiments' results by arch
-        if rel not in ("pfadseg/config.py", "pfadseg/report/ablation.py"):
+        if rel not in ("pfadseg/config/schema.py", "pfadseg/report/ablation.py"):
             assert not re.search(r"\barch\s*[!=]=\s*[\"']", text), f"{rel} branches on the architecture name"
 
 

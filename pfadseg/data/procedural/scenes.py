@@ -42,7 +42,6 @@ DEFECT_KINDS: tuple[str, ...] = ("contamination", "crack", "hole", "missing", "s
 MASK_THRESHOLD = 16  # uint8 levels
 AREA_RANGE = (0.003, 0.05)  # accepted defect area, as a fraction of the image
 MAX_TRIES = 100
-MIN_SIZE = 32  # below this, small defects cannot meet AREA_RANGE reliably
 NOISE_SIGMA = 0.012  # sensor noise, in [0, 1] units
 
 
@@ -464,9 +463,6 @@ def _write_category(folder: Path, category: str, cfg: SyntheticDataConfig) -> di
 
 def make_synthetic_mvtec(root: Path, categories: list[str], cfg: SyntheticDataConfig) -> dict[str, Any]:
     """Write a procedural dataset in MVTec AD layout for ``categories`` at ``root`` (replaced atomically)."""
-    if cfg.image_size < MIN_SIZE:
-        raise UsageError(f"data.synthetic.image_size: procedural defects need at least {MIN_SIZE} px, "
-                         f"got {cfg.image_size}")
     unknown = [c for c in categories if c not in MVTEC_CATEGORIES]
     if unknown:
         raise UsageError(f"{unknown}: no procedural look for these; synthetic data covers only the MVTec AD "
