@@ -230,16 +230,46 @@ def ablate(
         typer.echo(f"rows not run: {', '.join(map(str, missing))}")
 
 
+@app.command("run")
+def run_cmd(
+    jobs: Annotated[int | None, typer.Option(
+        help="Queue each category x seed run as a DVC experiment and train N at once (each on a free GPU; CPU "
+             "threads = cores / N); without it, dvc repro in the workspace.")] = None,
+    per_gpu: Annotated[int, typer.Option(help="With --jobs: up to K workers share one GPU.")] = 1,
+    categories: Annotated[str | None, typer.Option(
+        help="This machine's share, e.g. bottle,cable (default: all of data.categories): computed, restored and "
+             "pushed; the report waits for --pull on the machine that assembles.")] = None,
+    push: Annotated[str | None, typer.Option(help="Then dvc push --run-cache to this DVC remote.")] = None,
+    pull: Annotated[str | None, typer.Option(
+        help="First dvc pull --run-cache from this DVC remote (what other machines pushed).")] = None,
+    run: Annotated[bool, typer.Option(help="--no-run: only pull and assemble (with --pull).")] = True,
+) -> None:
+    """The main protocol (dvc repro) with its category x seed runs spread over DVC's queue; reports/tables.md."""
+    from pfadseg.pipeline.protocol import run_protocol
+
+    _setup_logging()
+    _config(DEFAULT_PARAMS, None)  # a bad value stops here, before DVC touches anything
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: give at least 1 worker")
+    if per_gpu < 1:
+        raise UsageError(f"--per-gpu {per_gpu}: give at least 1 worker per GPU")
+    share = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    result = run_protocol(Layout(), jobs=jobs, per_gpu=per_gpu, categories=share, push=push, pull=pull, run=run)
+    typer.echo(f"protocol: {len(result['queued'])} runs queued, {len(result['trained_in_workspace'])} training "
+               f"stages run in the workspace, {len(result['restored'])} stages restored from the run cache; "
+               "reports/protocol.md")
+
+
 @app.command()
 def experiment(
     name: Annotated[str, typer.Argument(help="Experiment name (dvc exp run -n NAME).")],
     set_: SetOpt = None,
 ) -> None:
     """dvc exp run -n NAME -S ... after writing the graph of its architecture (e.g. -S model.arch=adps)."""
-    from pfadseg.pipeline.ablate import run_experiment
+    from pfadseg.pipeline.queue import Experiment, run_experiment
 
     _setup_logging()
-    run_experiment(Layout(), name, set_ or (), capture=False)
+    run_experiment(Layout(), Experiment(name, tuple(set_ or ())), capture=False)
 
 
 @app.command()

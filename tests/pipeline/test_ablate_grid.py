@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from pfadseg.paths import Layout
-from pfadseg.pipeline import ablate
-from pfadseg.pipeline.ablate import Experiment, plan_grid, queue_failures, queue_states, worker_env
+from pfadseg.pipeline import ablate, queue
+from pfadseg.pipeline.ablate import plan_grid
+from pfadseg.pipeline.queue import Experiment, queue_failures, queue_states, worker_env
 
 
 def test_the_plan_runs_the_chosen_rows_with_adps_before_row_7() -> None:
@@ -66,8 +67,8 @@ def test_experiments_left_queued_without_a_worker_end_the_wait(monkeypatch: pyte
     def fake_dvc(_root: Path, *args: str, **_: Any) -> Done:
         return Done(json.dumps(shown) if args[:2] == ("exp", "show") else "Worker status: 0 active, 0 idle\n")
 
-    monkeypatch.setattr(ablate, "run_dvc", fake_dvc)
-    progress = ablate.watch_queue(Layout(Path(".")), ["ablation-1-none", "ablation-7-rcm-aff-pcar"], poll_s=0)
+    monkeypatch.setattr(queue, "run_dvc", fake_dvc)
+    progress = queue.watch_queue(Layout(Path(".")), ["ablation-1-none", "ablation-7-rcm-aff-pcar"], poll_s=0)
     assert progress.states["ablation-7-rcm-aff-pcar"] == "left queued"
     assert queue_failures(progress) == ["ablation-7-rcm-aff-pcar: left queued with no worker running (dvc queue "
                                         "start, or dvc queue remove ablation-7-rcm-aff-pcar)"]
@@ -75,9 +76,27 @@ def test_experiments_left_queued_without_a_worker_end_the_wait(monkeypatch: pyte
 
 def test_failures_are_raised_after_the_report_of_what_finished(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(ablate, "run_queued", lambda *a, **k: ablate.QueueProgress({"x": "failed"}, {}))
+    monkeypatch.setattr(ablate, "run_queued", lambda *a, **k: queue.QueueProgress({"x": "failed"}, {}))
     monkeypatch.setattr(ablate, "render_ablation_report", lambda *a: calls.append("rendered") or [3])
     monkeypatch.setattr(ablate, "load_config", lambda *a: None)
     with pytest.raises(RuntimeError, match="x: failed: its worker left no log"):
-        ablate.run_grid(Layout(Path(".")), [Experiment("x", ())], jobs=2, push="origin")
+        ablate.run_grid(Layout(Path(".")), [Experiment("x")], jobs=2, push="origin")
     assert calls == ["rendered"]
+
+
+def test_a_rerun_removes_the_failed_tasks_of_the_names_it_queues_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC lists a failed task and a new one of the same name side by side: the failed one goes first."""
+    shown = _shown({"protocol-carpet-0": {"state": "failed"}, "protocol-bottle-0": None, "other": {"state": "failed"}})
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(_root: Path, *args: str, **_: Any) -> Any:
+        calls.append(args)
+        return type("Done", (), {"stdout": json.dumps(shown)})()
+
+    monkeypatch.setattr(queue, "run_dvc", fake_dvc)
+    monkeypatch.setattr(queue, "load_config", lambda *a: None)
+    monkeypatch.setattr(queue, "write_graph", lambda *a: None)
+    monkeypatch.setattr(queue, "run_experiment", lambda _layout, exp, **k: calls.append(("queued", exp.name)))
+    monkeypatch.setattr(queue, "watch_queue", lambda *a, **k: None)
+    queue.run_queued(Layout(Path(".")), [Experiment("protocol-carpet-0"), Experiment("protocol-bottle-1")], 2)
+    assert calls[1:3] == [("queue", "remove", "protocol-carpet-0"), ("queued", "protocol-carpet-0")]

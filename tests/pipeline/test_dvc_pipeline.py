@@ -12,7 +12,7 @@ import pytest
 from pfadseg.config import config_from_dict, profile_overrides, read_params
 from pfadseg.data.procedural.scenes import make_synthetic_mvtec
 from pfadseg.paths import Layout
-from pfadseg.pipeline.ablate import run_experiment
+from pfadseg.pipeline.queue import Experiment, run_experiment
 from pfadseg.pipeline.workspace import make_workspace, run_dvc
 from tests.conftest import REPO
 
@@ -71,7 +71,7 @@ def test_rcm_ablation_reuses_every_student(workspace: Path) -> None:
 
 
 def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
-    out = run_experiment(Layout(workspace), "adps", ["model.arch=adps"])
+    out = run_experiment(Layout(workspace), Experiment("adps", ("model.arch=adps",)))
     assert _ran(out, f"train_adps@{WIDGETS}-0") and _ran(out, "calibrate@carpet-0") and _ran(out, "report"), out
     assert not _ran(out, "train_student@") and not _ran(out, "train_seg@"), "ADPS has its own training stage"
     shown = json.dumps(json.loads(run_dvc(workspace, "exp", "show", "--json").stdout))
@@ -82,8 +82,8 @@ def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
 
 
 def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace: Path) -> None:
-    run_experiment(Layout(workspace), "adps-first", ["model.arch=adps"])
-    out = run_experiment(Layout(workspace), "pfadseg-again", ["model.arch=pfadseg"])
+    run_experiment(Layout(workspace), Experiment("adps-first", ("model.arch=adps",)))
+    out = run_experiment(Layout(workspace), Experiment("pfadseg-again", ("model.arch=pfadseg",)))
     for stage in ("train_student@", "train_seg@", "calibrate@", "evaluate@"):
         assert not _ran(out, stage), out
     assert "is cached - skipping run" in out, out

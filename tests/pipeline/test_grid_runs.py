@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import profile_overrides
-from pfadseg.pipeline.ablate import worker_env
+from pfadseg.pipeline.queue import worker_env
 from pfadseg.pipeline.workspace import make_workspace, tool_env
 from tests.conftest import REPO
 
