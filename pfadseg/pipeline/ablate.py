@@ -15,7 +15,7 @@ from pfadseg.config import Config, load_config
 from pfadseg.errors import RunError, UsageError
 from pfadseg.fsio import atomic_path
 from pfadseg.paths import Layout
-from pfadseg.pipeline.queue import Experiment, queue_failures, run_experiment, run_queued
+from pfadseg.pipeline.queue import Experiment, make_way, queue_failures, run_experiment, run_queued
 from pfadseg.pipeline.report import collect_runs, provenance
 from pfadseg.pipeline.workspace import run_dvc
 from pfadseg.report.ablation import (
@@ -51,6 +51,7 @@ def plan_grid(rows: Sequence[int] | None = None, *, adps: bool = False,
 
 def run_sequentially(layout: Layout, plan: Sequence[Experiment]) -> None:
     """Run the experiments one after another in the workspace."""
+    make_way(layout, [exp.name for exp in plan])
     for number, exp in enumerate(plan, 1):
         log.info("ablation: running %s (%d of %d)", exp.name, number, len(plan))
         run_experiment(layout, exp, capture=False)

@@ -89,7 +89,8 @@ def reproduce(layout: Layout, *targets: str) -> tuple[list[str], list[str]]:
 def _record(cfg: Config, layout: Layout, runs: Sequence[Run], computed: dict[str, str], wall_s: float,
             jobs: int | None, per_gpu: int) -> str:
     """reports/protocol.md: each run, where it was computed (a queue worker or the workspace of this command, or
-    earlier or elsewhere: restored from the run cache), its device and times; the wall time of the whole."""
+    earlier or elsewhere: restored from the run cache; or not finished), its device and times; the wall time of
+    the whole."""
     lines = ["# Protocol runs", "",
              f"{len(runs)} runs ({len(cfg.data.categories)} categories x {len(cfg.seeds)} seeds); "
              f"`pfadseg run` wall time {wall_s:.0f} s"
@@ -138,6 +139,7 @@ def run_protocol(layout: Layout, *, jobs: int | None = None, per_gpu: int = 1,
             failures = queue_failures(progress)
             computed = {name: "queue worker" for name, state in progress.states.items() if state == "success"}
     unfinished = set(queued) - set(computed)
+    computed.update(dict.fromkeys(unfinished, "not finished"))
     if unfinished or categories is not None:  # restore what finished; the report waits for every run
         done = [s for r in runs if r.experiment.name not in unfinished for s in r.stages]
         ran, restored = reproduce(layout, *done) if done else ([], [])

@@ -11,7 +11,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class QueueProgress:
     states: dict[str, str]
     logs: dict[str, str]  # experiment -> its worker's log file, as DVC records it
     label: str = "grid"  # what the progress line calls the batch
+    pids: dict[str, int] = field(default_factory=dict)  # running experiment -> its process, as DVC records it
 
     def counts(self) -> Counter[str]:
         return Counter(self.states.values())
@@ -76,11 +77,30 @@ class QueueProgress:
     def done(self) -> bool:
         return not {"queued", "running"} & set(self.states.values())
 
+    def stopped(self) -> list[str]:
+        """The experiments DVC still calls running whose process has ended without its worker recording it (a
+        killed worker leaves them so)."""
+        return [name for name, state in self.states.items()
+                if state == "running" and not _alive(self.pids.get(name))]
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def queue_states(exp_show: list[dict[str, Any]], names: Sequence[str], label: str = "grid") -> QueueProgress:
     """Each of ``names``'s state in ``dvc exp show --json``: a finished experiment has no executor left."""
     states: dict[str, str] = dict.fromkeys(names, "queued")
     logs: dict[str, str] = {}
+    pids: dict[str, int] = {}
     for entry in exp_show:
         for exp in entry.get("experiments") or []:
             name = exp.get("name")
@@ -88,9 +108,12 @@ def queue_states(exp_show: list[dict[str, Any]], names: Sequence[str], label: st
                 continue
             executor = exp.get("executor") or {}
             states[name] = executor.get("state") or "success"
-            if log_file := (executor.get("local") or {}).get("log"):
+            local = executor.get("local") or {}
+            if log_file := local.get("log"):
                 logs[name] = log_file
-    return QueueProgress(states, logs, label)
+            if (pid := local.get("pid")) is not None:
+                pids[name] = int(pid)
+    return QueueProgress(states, logs, label, pids)
 
 
 def failure_reason(log_file: str | None) -> str:
@@ -113,7 +136,8 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
                 label: str = "grid") -> QueueProgress:
     """Poll the queue until every experiment has finished or failed, logging each change of the counts.
 
-    Experiments left queued while no worker runs (``idle_polls`` polls in a row) end the wait as failures.
+    When no worker runs and no experiment's process is left (``idle_polls`` polls in a row), experiments still
+    queued, or still called running by DVC (their worker was killed), end the wait as failures.
     """
     last, idle = "", 0
     while True:
@@ -123,14 +147,29 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
             last = line
         if progress.done:
             return progress
-        counts = progress.counts()
-        idle = idle + 1 if counts["running"] == 0 and active_workers(layout) == 0 else 0
+        stopped = progress.stopped()
+        idle = idle + 1 if progress.counts()["running"] == len(stopped) and active_workers(layout) == 0 else 0
         if idle >= idle_polls:
             for name, state in progress.states.items():
-                if state == "queued":
-                    progress.states[name] = "left queued"
+                if state in ("queued", "running"):
+                    progress.states[name] = {"queued": "left queued", "running": "worker lost"}[state]
             return progress
         time.sleep(poll_s)
+
+
+def make_way(layout: Layout, names: Sequence[str]) -> None:
+    """Before a rerun of ``names`` on this commit: DVC refuses an experiment name it already holds, and lists a
+    failed task beside a new one of its name, so the finished experiments of these names are removed (their outputs
+    stay in DVC's cache and run cache) and so are their failed tasks, and the tasks a killed worker left running."""
+    progress = queue_states(json.loads(run_dvc(layout.root, "exp", "show", "--json").stdout), names)
+    states = progress.states
+    if (lost := progress.stopped()) and active_workers(layout) == 0:
+        run_dvc(layout.root, "queue", "kill", *lost)  # DVC then records them as ended
+        run_dvc(layout.root, "queue", "remove", *lost)
+    if failed := [name for name, state in states.items() if state == "failed"]:
+        run_dvc(layout.root, "queue", "remove", *failed)
+    if finished := [name for name, state in states.items() if state == "success"]:
+        run_dvc(layout.root, "exp", "remove", *finished)
 
 
 def run_queued(layout: Layout, plan: Sequence[Experiment], jobs: int, *, per_gpu: int = 1, label: str = "grid",
@@ -139,10 +178,7 @@ def run_queued(layout: Layout, plan: Sequence[Experiment], jobs: int, *, per_gpu
     wait for them."""
     workspace_cfg = load_config(layout.root / "params.yaml")
     names = [exp.name for exp in plan]
-    shown = queue_states(json.loads(run_dvc(layout.root, "exp", "show", "--json").stdout), names, label)
-    if failed := [name for name, state in shown.states.items() if state == "failed"]:
-        # a rerun: the failed tasks of these names go, so that their states are the new tasks' (DVC lists both)
-        run_dvc(layout.root, "queue", "remove", *failed)
+    make_way(layout, names)
     try:
         for exp in plan:
             run_experiment(layout, exp, queue=True)  # the queue stores each one's dvc.yaml
@@ -163,4 +199,7 @@ def queue_failures(progress: QueueProgress) -> list[str]:
             lines.append(f"{name}: failed: {failure_reason(progress.logs.get(name))} (dvc queue logs {name})")
         elif state == "left queued":
             lines.append(f"{name}: left queued with no worker running (dvc queue start, or dvc queue remove {name})")
+        elif state == "worker lost":
+            lines.append(f"{name}: its queue worker stopped while it ran (killed?); rerun the command to redo it "
+                         f"(its finished stages are restored from the run cache)")
     return lines

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,38 @@ def test_experiments_left_queued_without_a_worker_end_the_wait(monkeypatch: pyte
                                         "start, or dvc queue remove ablation-7-rcm-aff-pcar)"]
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_runs_a_killed_worker_left_running_end_the_wait_and_are_cleared_on_rerun(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC calls a killed worker's experiment running for ever; once no worker and no experiment process is left,
+    the wait ends with it named, and a rerun clears its task. One whose process still computes is waited for."""
+    dead = {"state": "running", "local": {"pid": _dead_pid(), "log": "x"}}
+    shown = _shown({"protocol-carpet-0": dead, "protocol-bottle-0": None})
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(_root: Path, *args: str, **_: Any) -> Any:
+        calls.append(args)
+        out = json.dumps(shown) if args[:2] == ("exp", "show") else "Worker status: 0 active, 0 idle\n"
+        return type("Done", (), {"stdout": out})()
+
+    monkeypatch.setattr(queue, "run_dvc", fake_dvc)
+    names = ["protocol-carpet-0", "protocol-bottle-0"]
+    progress = queue.watch_queue(Layout(Path(".")), names, poll_s=0)
+    assert progress.states == {"protocol-carpet-0": "worker lost", "protocol-bottle-0": "success"}
+    assert queue_failures(progress)[0].startswith("protocol-carpet-0: its queue worker stopped while it ran")
+    queue.make_way(Layout(Path(".")), names)
+    assert [c for c in calls if c[0] in ("queue", "exp") and c[1] in ("kill", "remove")] == [
+        ("queue", "kill", "protocol-carpet-0"), ("queue", "remove", "protocol-carpet-0"),
+        ("exp", "remove", "protocol-bottle-0")]
+    alive = queue_states(_shown({"protocol-carpet-0": {"state": "running", "local": {"pid": os.getpid()}}}), names)
+    assert alive.stopped() == []
+
+
 def test_failures_are_raised_after_the_report_of_what_finished(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(ablate, "run_queued", lambda *a, **k: queue.QueueProgress({"x": "failed"}, {}))
@@ -84,9 +118,11 @@ def test_failures_are_raised_after_the_report_of_what_finished(monkeypatch: pyte
     assert calls == ["rendered"]
 
 
-def test_a_rerun_removes_the_failed_tasks_of_the_names_it_queues_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DVC lists a failed task and a new one of the same name side by side: the failed one goes first."""
-    shown = _shown({"protocol-carpet-0": {"state": "failed"}, "protocol-bottle-0": None, "other": {"state": "failed"}})
+def test_a_rerun_makes_way_for_the_names_it_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC refuses a name it holds on this commit and lists a failed task beside a new one of its name: both go
+    first, and nothing of other names."""
+    shown = _shown({"protocol-carpet-0": {"state": "failed"}, "protocol-bottle-0": None, "other": {"state": "failed"},
+                    "done-other": None})
     calls: list[tuple[str, ...]] = []
 
     def fake_dvc(_root: Path, *args: str, **_: Any) -> Any:
@@ -98,5 +134,7 @@ def test_a_rerun_removes_the_failed_tasks_of_the_names_it_queues_again(monkeypat
     monkeypatch.setattr(queue, "write_graph", lambda *a: None)
     monkeypatch.setattr(queue, "run_experiment", lambda _layout, exp, **k: calls.append(("queued", exp.name)))
     monkeypatch.setattr(queue, "watch_queue", lambda *a, **k: None)
-    queue.run_queued(Layout(Path(".")), [Experiment("protocol-carpet-0"), Experiment("protocol-bottle-1")], 2)
-    assert calls[1:3] == [("queue", "remove", "protocol-carpet-0"), ("queued", "protocol-carpet-0")]
+    plan = [Experiment("protocol-carpet-0"), Experiment("protocol-bottle-0"), Experiment("protocol-bottle-1")]
+    queue.run_queued(Layout(Path(".")), plan, 2)
+    assert calls[1:4] == [("queue", "remove", "protocol-carpet-0"), ("exp", "remove", "protocol-bottle-0"),
+                          ("queued", "protocol-carpet-0")]

@@ -103,6 +103,7 @@ def test_a_failed_run_is_named_after_the_finished_ones_are_restored(
     assert "evaluate@carpet-0" in restore and not any("carpet-1" in s for s in restore), "the failed run waits"
     assert ("repro",) not in dvc.calls, "no report, and nothing trained in the workspace"
     assert not any(c[0] == "push" for c in dvc.calls)
+    assert "| carpet | 1 | not finished |" in (workspace.reports / "protocol.md").read_text()
 
 
 def test_a_machines_share_is_computed_restored_and_pushed_without_the_report(

@@ -1,0 +1,72 @@
+"""``pfadseg run --jobs 2`` for real on the CI profile (2 categories): both runs train in two queue workers at once,
+a run killed mid-training is redone by rerunning the command and nothing else is, and the assembled tables.md
+equals a serial ``dvc repro``'s in every number."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pfadseg.config import profile_overrides
+from pfadseg.pipeline.queue import worker_env
+from pfadseg.pipeline.workspace import make_workspace, run_dvc, tool_env
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+JOBS = 2
+VICTIM = "stages.train_seg carpet 0"  # the command line of carpet's seg-training stage
+
+
+def _table_rows(tables: str) -> list[str]:
+    """The numeric rows of tables.md, without the header text that names the run."""
+    return [line for line in tables.splitlines() if line.startswith("|")]
+
+
+def _running(pattern: str) -> bool:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0
+
+
+def _watch_and_kill(proc: subprocess.Popen[str], timeout_s: float = 600) -> bool:
+    """Until carpet's seg training starts: whether the two categories' training stages ever ran at the same time.
+    Then SIGKILL that stage's process, as a crash or an out-of-memory kill would."""
+    deadline, overlapped = time.monotonic() + timeout_s, False
+    while proc.poll() is None and time.monotonic() < deadline:
+        overlapped = overlapped or (_running(r"stages\.train_\w+ bottle 0") and _running(r"stages\.train_\w+ carpet 0"))
+        if subprocess.run(["pkill", "-9", "-f", VICTIM], check=False).returncode == 0:
+            return overlapped
+        time.sleep(0.05)
+    raise AssertionError("carpet's seg training never started")
+
+
+@pytest.fixture(scope="module")
+def workspaces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("protocol")
+    overrides = [*profile_overrides(REPO / "profiles/ci.yaml"), "seeds=[0]"]
+    return make_workspace(REPO, base / "serial", overrides), make_workspace(REPO, base / "queued", overrides)
+
+
+def test_queued_runs_train_at_once_a_killed_run_is_redone_and_the_tables_equal_a_serial_run(
+        workspaces: tuple[Path, Path]) -> None:
+    serial, queued = workspaces
+    env = worker_env(JOBS)  # the serial run with a queue worker's threads: the same fp32 rounding
+    run_dvc(serial, "repro", env=env)
+    first = subprocess.Popen(["pfadseg", "run", "--jobs", str(JOBS)], cwd=queued, env=tool_env(), text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert _watch_and_kill(first), "the two categories trained one after the other"
+    out = first.communicate()[0]
+    assert first.returncode == 1, out
+    assert "protocol-carpet-0: failed" in out and "protocol-bottle-0: failed" not in out, out
+    assert "| carpet | 0 | not finished |" in (queued / "reports/protocol.md").read_text()
+
+    second = subprocess.run(["pfadseg", "run", "--jobs", str(JOBS)], cwd=queued, env=tool_env(), text=True,
+                            capture_output=True, check=False)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out
+    assert "protocol: 1 runs queued, 0 stages trained in the workspace" in out, out
+    record = (queued / "reports/protocol.md").read_text()
+    assert "| bottle | 0 | run cache |" in record and "| carpet | 0 | queue worker |" in record, record
+    assert _table_rows((queued / "reports/tables.md").read_text()) == \
+        _table_rows((serial / "reports/tables.md").read_text())
