@@ -7,9 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
-from pfadseg.config import Config, config_from_dict, read_params
+# With pytest-xdist's N workers, each process (and every stage it starts) computes with cores / N threads, so that
+# the workers never oversubscribe the cores; set before torch reads it.
+THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS"), str(THREADS)))
+
+import torch  # noqa: E402
+
+from pfadseg.config import Config, config_from_dict, read_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +48,7 @@ TINY = (
 
 @pytest.fixture(autouse=True, scope="session")
 def _deterministic_torch() -> None:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from pfadseg.pipeline.acquire_textures import ACQUIRE_TEXTURES
 from pfadseg.pipeline.bank import BANK
 from pfadseg.pipeline.calibrate import CALIBRATE
 from pfadseg.pipeline.evaluate import EVALUATE
+from pfadseg.pipeline.queue import worker_env
 from pfadseg.pipeline.train_seg import TRAIN_SEG
 from pfadseg.pipeline.train_student import TRAIN_STUDENT
 from pfadseg.train.loop import WARMUP_STEPS
@@ -99,7 +100,8 @@ def projected_from_loops(loops: dict[str, dict[str, Any]]) -> float | None:
 def packing(cfg: Config, device: str, *, image_size: int, batch_size: int, iterations: int,
             processes: tuple[int, ...]) -> dict[str, dict[str, float]]:
     """Aggregate PFADSeg it/s of K training processes sharing the device at once, for each K in ``processes``: each
-    runs ``pfadseg bench train`` on ``cfg`` (one variant, no reference) and the rates of the K are summed."""
+    runs ``pfadseg bench train`` on ``cfg`` (one variant, no reference) with cores / K CPU threads, and the rates of
+    the K are summed."""
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="pfadseg-packing-") as tmp:
         params = Path(tmp) / "params.yaml"
@@ -109,8 +111,9 @@ def packing(cfg: Config, device: str, *, image_size: int, batch_size: int, itera
             command = [sys.executable, "-m", "pfadseg.cli", "bench", "train", "--device", device, "--image-size",
                        str(image_size), "--batch-size", str(batch_size), "--iterations", str(iterations),
                        "--variant", "pfadseg", "--no-reference", "--params", str(params)]
+            env = worker_env(count, per_gpu=count)  # on a CPU the K share its cores rather than oversubscribe them
             procs = [subprocess.Popen([*command, "--json", str(out)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True) for out in outputs]
+                                      stderr=subprocess.PIPE, text=True, env=env) for out in outputs]
             for proc in procs:
                 _, err = proc.communicate()
                 if proc.returncode:

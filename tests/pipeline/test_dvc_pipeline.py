@@ -70,7 +70,7 @@ def test_rcm_ablation_reuses_every_student(workspace: Path) -> None:
     assert "no-rcm" in json.dumps(shown)
 
 
-def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
+def test_adps_is_an_experiment_like_the_switches_and_returning_restores_every_stage(workspace: Path) -> None:
     out = run_experiment(Layout(workspace), Experiment("adps", ("model.arch=adps",)))
     assert _ran(out, f"train_adps@{WIDGETS}-0") and _ran(out, "calibrate@carpet-0") and _ran(out, "report"), out
     assert not _ran(out, "train_student@") and not _ran(out, "train_seg@"), "ADPS has its own training stage"
@@ -79,10 +79,7 @@ def test_adps_is_an_experiment_like_the_switches(workspace: Path) -> None:
     metrics = json.loads((workspace / "metrics/carpet/seed0.json").read_text())
     assert metrics["variant"] == "adps" and metrics["seg"]["image_score"].startswith("max of the Gaussian")
     assert "ADPS (k=2" in (workspace / "reports/tables.md").read_text()
-
-
-def test_returning_to_pfadseg_restores_every_stage_from_the_run_cache(workspace: Path) -> None:
-    run_experiment(Layout(workspace), Experiment("adps-first", ("model.arch=adps",)))
+    # returning to PFADSeg restores every stage from the run cache
     out = run_experiment(Layout(workspace), Experiment("pfadseg-again", ("model.arch=pfadseg",)))
     for stage in ("train_student@", "train_seg@", "calibrate@", "evaluate@"):
         assert not _ran(out, stage), out

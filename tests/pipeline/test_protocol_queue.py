@@ -4,6 +4,8 @@ equals a serial ``dvc repro``'s in every number."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,17 +27,30 @@ def _table_rows(tables: str) -> list[str]:
     return [line for line in tables.splitlines() if line.startswith("|")]
 
 
-def _running(pattern: str) -> bool:
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, check=False).returncode == 0
+def _stage_pids(pattern: str, root: Path) -> list[int]:
+    """Processes matching ``pattern`` that run in ``root`` or below (a queue worker's copy lies in .dvc/tmp/exps),
+    so that other tests' stages of the same name are never touched."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
+    pids = []
+    for pid in map(int, found):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve().is_relative_to(root.resolve()):
+                pids.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return pids
 
 
-def _watch_and_kill(proc: subprocess.Popen[str], timeout_s: float = 600) -> bool:
+def _watch_and_kill(proc: subprocess.Popen[str], root: Path, timeout_s: float = 600) -> bool:
     """Until carpet's seg training starts: whether the two categories' training stages ever ran at the same time.
     Then SIGKILL that stage's process, as a crash or an out-of-memory kill would."""
     deadline, overlapped = time.monotonic() + timeout_s, False
     while proc.poll() is None and time.monotonic() < deadline:
-        overlapped = overlapped or (_running(r"stages\.train_\w+ bottle 0") and _running(r"stages\.train_\w+ carpet 0"))
-        if subprocess.run(["pkill", "-9", "-f", VICTIM], check=False).returncode == 0:
+        overlapped = overlapped or all(_stage_pids(rf"stages\.train_\w+ {category} 0", root)
+                                       for category in ("bottle", "carpet"))
+        if victims := _stage_pids(VICTIM, root):
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
             return overlapped
         time.sleep(0.05)
     raise AssertionError("carpet's seg training never started")
@@ -55,7 +70,7 @@ def test_queued_runs_train_at_once_a_killed_run_is_redone_and_the_tables_equal_a
     run_dvc(serial, "repro", env=env)
     first = subprocess.Popen(["pfadseg", "run", "--jobs", str(JOBS)], cwd=queued, env=tool_env(), text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert _watch_and_kill(first), "the two categories trained one after the other"
+    assert _watch_and_kill(first, queued), "the two categories trained one after the other"
     out = first.communicate()[0]
     assert first.returncode == 1, out
     assert "protocol-carpet-0: failed" in out and "protocol-bottle-0: failed" not in out, out
