@@ -78,3 +78,10 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data samples not found at {path} (set PFADSEG_SHARED_DATA)")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow (end-to-end) tests first, in-file order kept: pytest-xdist's workers then start on the long
+    files and fill their tails with the short ones."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

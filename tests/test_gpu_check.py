@@ -25,6 +25,7 @@ def test_projected_protocol_time_is_15_categories_of_both_stages() -> None:
     assert projected_protocol_s(student_it_s=10.0, seg_it_s=20.0) == pytest.approx(15 * (300 + 200))
 
 
+@pytest.mark.slow
 def test_the_cpu_twin_prints_the_table_and_writes_the_figures(tmp_path: Path) -> None:
     proc = _run("--device", "cpu", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
