@@ -41,6 +41,7 @@ class StageDef:
     metrics: Sequence[str] = ()  # what users compare between experiments (dvc exp show's columns)
     records: Callable[[str], Sequence[str]] = lambda arch: ()  # small files Git tracks (outs with cache: false)
     plots: Callable[[str], Sequence[str]] = lambda arch: ()
+    plots_cached: bool = False  # plots in DVC's cache rather than Git's: see training_stage
     extra_code: Sequence[str] = ()  # non-Python files of the package it reads
 
     def declared(self, cfg: Config) -> tuple[str, ...]:

@@ -109,7 +109,7 @@ def stage_entry(stage: StageDef, cfg: Config, root: Path) -> dict[str, Any]:
     outs = [*(({p: {"cache": False}} if report else p) for p in stage.outs(arch)),
             *({p: {"cache": False, **kept}} for p in stage.records(arch))]
     for kind, paths in (("outs", outs), ("metrics", [{p: {"cache": False}} for p in stage.metrics]),
-                        ("plots", [{p: {"cache": False}} for p in stage.plots(arch)])):
+                        ("plots", [p if stage.plots_cached else {p: {"cache": False}} for p in stage.plots(arch)])):
         if paths:
             entry[kind] = paths
     return entry

@@ -8,7 +8,9 @@ stage has (the per-run stages read no list of categories or seeds), so the works
 restores each run's outputs from it, trains nothing, and renders ``reports/tables.md`` as a serial run would.
 
 Across machines: each runs its share (``--categories``) and pushes outputs and run cache to a DVC remote
-(``--push``); one pulls them (``--pull``) and assembles. ``reports/protocol.md`` records where each run was
+(``--push``); one pulls the run cache (``--pull``, the default remote) and assembles with ``dvc repro --pull``,
+which fetches each restored stage's outputs (DVC carries no ``cache: false`` output, so evaluation, whose metrics
+Git tracks, reruns there; training does not). ``reports/protocol.md`` records where each run was
 computed and the wall time of the whole.
 """
 
@@ -79,11 +81,25 @@ def pending(layout: Layout, runs: Sequence[Run]) -> list[Run]:
     return [run for run in runs if any(stage in status for stage in run.stages)]
 
 
-def reproduce(layout: Layout, *targets: str) -> tuple[list[str], list[str]]:
-    """``dvc repro [TARGETS]`` in the workspace; the stages it ran and those it restored from the run cache."""
-    out = run_dvc(layout.root, "repro", *targets).stdout or ""
+def reproduce(layout: Layout, *targets: str, pull: bool = False) -> tuple[list[str], list[str]]:
+    """``dvc repro [--pull] [TARGETS]`` in the workspace; the stages it ran and those it restored from the run
+    cache (with ``pull``, fetching a restored stage's outputs from the default remote)."""
+    out = run_dvc(layout.root, "repro", *(["--pull"] if pull else []), *targets).stdout or ""
     log.info("%s", out.strip())
     return RAN.findall(out), RESTORED.findall(out)
+
+
+def pull_run_cache(layout: Layout, remote: str) -> None:
+    """Fetch what other machines pushed to ``remote``: its run-cache entries now; each restored stage's outputs
+    during ``dvc repro --pull``, which fetches from the default remote only, so ``remote`` must be it."""
+    try:
+        default = run_dvc(layout.root, "remote", "default").stdout.strip()
+    except RunError:  # none set
+        default = ""
+    if default != remote:
+        raise UsageError(f"--pull {remote}: dvc repro fetches the outputs it restores from the default remote "
+                         f"({default or 'none set'}); make it {remote} with `dvc remote default {remote}`")
+    run_dvc(layout.root, "pull", "--run-cache", "--allow-missing", "-r", remote, capture=False)
 
 
 def _record(cfg: Config, layout: Layout, runs: Sequence[Run], computed: dict[str, str], wall_s: float,
@@ -125,7 +141,7 @@ def run_protocol(layout: Layout, *, jobs: int | None = None, per_gpu: int = 1,
     write_graph(cfg, layout.root)
     runs = plan_runs(cfg, categories)
     if pull:
-        run_dvc(layout.root, "pull", "--run-cache", "--allow-missing", "-r", pull, capture=False)
+        pull_run_cache(layout, pull)
     computed: dict[str, str] = {}  # experiment name -> where this command computed it
     failures: list[str] = []
     queued: list[str] = []
@@ -142,14 +158,18 @@ def run_protocol(layout: Layout, *, jobs: int | None = None, per_gpu: int = 1,
     computed.update(dict.fromkeys(unfinished, "not finished"))
     if unfinished or categories is not None:  # restore what finished; the report waits for every run
         done = [s for r in runs if r.experiment.name not in unfinished for s in r.stages]
-        ran, restored = reproduce(layout, *done) if done else ([], [])
+        ran, restored = reproduce(layout, *done, pull=bool(pull)) if done else ([], [])
     else:
-        ran, restored = reproduce(layout) if run or pull else ([], [])
+        ran, restored = reproduce(layout, pull=bool(pull)) if run or pull else ([], [])
     training = set(architecture(cfg.model.arch).train_stages)
     trained = sorted(s for s in ran if s.split("@")[0] in training)
     for r in runs:
-        if r.experiment.name not in computed and any(s in ran for s in r.stages):
+        if r.experiment.name not in computed and any(s in trained for s in r.stages):
             computed[r.experiment.name] = "workspace"
+        elif r.experiment.name not in computed and any(s in ran for s in r.stages):
+            # restored models; evaluation reruns where its Git-tracked metrics file did not come along (a remote
+            # holds DVC's cache only)
+            computed[r.experiment.name] = "run cache, evaluated here"
     if push and not failures:
         run_dvc(layout.root, "push", "--run-cache", "-r", push, capture=False)
     text = _record(cfg, layout, runs, computed, time.perf_counter() - began, jobs if run else None, per_gpu)

@@ -24,4 +24,7 @@ def training_stage(arch: Architecture, name: str, run: Callable[..., Any], *, re
         name, run, params=lambda _: arch.stage_params[name], per_run=True, arch=arch.name,
         deps=lambda _: (*RUN_DATA, *map(run_file, reads)), outs=lambda _: (run_file(writes),),
         plots=lambda _: (str(ITEM.live(CATEGORY, SEED, live) / "plots"),),  # type: ignore[arg-type]
+        # Every output in DVC's cache: a remote then carries all that the stage's run-cache entry restores, so
+        # another machine restores the training rather than redoing it (DVC pushes no cache: false output).
+        plots_cached=True,
     )

@@ -42,19 +42,26 @@ def test_the_shared_stages_run_once_before_any_run() -> None:
 
 
 class FakeDvc:
-    """Records DVC calls; ``dvc status`` reports ``stale`` stages; ``dvc repro`` says it restored its targets."""
+    """Records DVC calls; ``dvc status`` reports ``stale`` stages; ``dvc repro`` says it restored its targets;
+    ``dvc remote default`` names ``default``; a whole ``dvc repro`` runs ``ran``."""
 
-    def __init__(self, stale: set[str]) -> None:
+    def __init__(self, stale: set[str], default: str = "store", ran: tuple[str, ...] = ()) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.stale = stale
+        self.default = default
+        self.ran = ran
 
     def __call__(self, _root: Path, *args: str, **_: Any) -> Any:
         self.calls.append(args)
         out = ""
         if args[0] == "status":
             out = json.dumps({s: ["changed outs"] for s in args[2:] if s in self.stale})
+        elif args[:2] == ("remote", "default"):
+            out = self.default + "\n"
         elif args[0] == "repro" and len(args) > 1 and "@" in args[1]:
             out = "".join(f"Stage '{s}' is cached - skipping run, checking out outputs\n" for s in args[1:])
+        elif args[0] == "repro":
+            out = "".join(f"Running stage '{s}':\n" for s in self.ran)
         return type("Done", (), {"stdout": out})()
 
 
@@ -119,7 +126,20 @@ def test_a_machines_share_is_computed_restored_and_pushed_without_the_report(
 
 def test_the_assembling_machine_pulls_and_reproduces_without_running(
         monkeypatch: pytest.MonkeyPatch, workspace: Layout) -> None:
-    dvc = FakeDvc(set())
+    dvc = FakeDvc(set(), ran=("evaluate@bottle-0", "train_student@carpet-1", "evaluate@carpet-1", "report"))
     queued = _patch(monkeypatch, dvc, {})
     protocol.run_protocol(workspace, pull="store", run=False)
-    assert dvc.calls == [("pull", "--run-cache", "--allow-missing", "-r", "store"), ("repro",)] and queued == []
+    assert dvc.calls == [("remote", "default"), ("pull", "--run-cache", "--allow-missing", "-r", "store"),
+                         ("repro", "--pull")] and queued == [], "restored outputs come from the remote"
+    record = (workspace.reports / "protocol.md").read_text()
+    assert "| bottle | 0 | run cache, evaluated here |" in record and "| carpet | 1 | workspace |" in record
+    assert "| bottle | 1 | run cache |" in record
+
+
+def test_pulling_from_a_remote_that_is_not_the_default_is_refused_before_anything_runs(
+        monkeypatch: pytest.MonkeyPatch, workspace: Layout) -> None:
+    dvc = FakeDvc(set(), default="other")
+    _patch(monkeypatch, dvc, {})
+    with pytest.raises(UsageError, match=r"--pull store: .*default remote \(other\); .*dvc remote default store"):
+        protocol.run_protocol(workspace, pull="store", run=False)
+    assert dvc.calls == [("remote", "default")]
