@@ -1,6 +1,6 @@
 """``pfadseg run --jobs 2`` for real on the CI profile (2 categories): both runs train in two queue workers at once,
-a run killed mid-training is redone by rerunning the command and nothing else is, and the assembled tables.md
-equals a serial ``dvc repro``'s in every number."""
+a run killed mid-training is redone by rerunning the command and nothing else is, the assembled tables.md equals a
+serial ``dvc repro``'s in every number, and another machine restores every training from the pushed run cache."""
 
 from __future__ import annotations
 
@@ -56,20 +56,15 @@ def _watch_and_kill(proc: subprocess.Popen[str], root: Path, timeout_s: float = 
     raise AssertionError("carpet's seg training never started")
 
 
-@pytest.fixture(scope="module")
-def workspaces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("protocol")
+def test_queued_runs_train_at_once_a_killed_run_is_redone_the_tables_equal_a_serial_run_and_another_machine_restores(
+        tmp_path: Path) -> None:
     overrides = [*profile_overrides(REPO / "profiles/ci.yaml"), "seeds=[0]"]
-    return make_workspace(REPO, base / "serial", overrides), make_workspace(REPO, base / "queued", overrides)
-
-
-def test_queued_runs_train_at_once_a_killed_run_is_redone_and_the_tables_equal_a_serial_run(
-        workspaces: tuple[Path, Path]) -> None:
-    serial, queued = workspaces
+    serial, queued = make_workspace(REPO, tmp_path / "serial", overrides), make_workspace(REPO, tmp_path / "queued",
+                                                                                          overrides)
     env = worker_env(JOBS)  # the serial run with a queue worker's threads: the same fp32 rounding
     run_dvc(serial, "repro", env=env)
     first = subprocess.Popen(["pfadseg", "run", "--jobs", str(JOBS)], cwd=queued, env=tool_env(), text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert _watch_and_kill(first, queued), "the two categories trained one after the other"
     out = first.communicate()[0]
     assert first.returncode == 1, out
@@ -83,5 +78,17 @@ def test_queued_runs_train_at_once_a_killed_run_is_redone_and_the_tables_equal_a
     assert "protocol: 1 runs queued, 0 stages trained in the workspace" in out, out
     record = (queued / "reports/protocol.md").read_text()
     assert "| bottle | 0 | run cache |" in record and "| carpet | 0 | queue worker |" in record, record
-    assert _table_rows((queued / "reports/tables.md").read_text()) == \
-        _table_rows((serial / "reports/tables.md").read_text())
+    serial_rows = _table_rows((serial / "reports/tables.md").read_text())
+    assert _table_rows((queued / "reports/tables.md").read_text()) == serial_rows
+
+    # Another machine: the queued workspace pushes outputs and run cache; a fresh copy pulls and assembles.
+    other = make_workspace(REPO, tmp_path / "other", overrides)
+    for ws in (queued, other):
+        run_dvc(ws, "remote", "add", "-d", "store", str(tmp_path / "store"))
+    run_dvc(queued, "push", "--run-cache")
+    third = subprocess.run(["pfadseg", "run", "--no-run", "--pull", "store"], cwd=other, env=tool_env(env),
+                           text=True, capture_output=True, check=False)
+    out = third.stdout + third.stderr
+    assert third.returncode == 0, out
+    assert "0 stages trained in the workspace" in out and "Stage 'train_seg@carpet-0' is cached" in out, out
+    assert _table_rows((other / "reports/tables.md").read_text()) == serial_rows
