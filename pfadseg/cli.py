@@ -254,10 +254,11 @@ def run_cmd(
     if per_gpu < 1:
         raise UsageError(f"--per-gpu {per_gpu}: give at least 1 worker per GPU")
     share = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    result = run_protocol(Layout(), jobs=jobs, per_gpu=per_gpu, categories=share, push=push, pull=pull, run=run)
+    layout = Layout()
+    result = run_protocol(layout, jobs=jobs, per_gpu=per_gpu, categories=share, push=push, pull=pull, run=run)
     typer.echo(f"protocol: {len(result['queued'])} runs queued, {len(result['trained_in_workspace'])} training "
                f"stages run in the workspace, {len(result['restored'])} stages restored from the run cache; "
-               "reports/protocol.md")
+               f"{layout.protocol_record}")
 
 
 @app.command()

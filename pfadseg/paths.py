@@ -75,3 +75,8 @@ class Layout:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def protocol_record(self) -> Path:
+        """Where ``pfadseg run`` records each run's origin, device and times, and its wall time."""
+        return self.reports / "protocol.md"

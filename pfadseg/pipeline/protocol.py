@@ -10,8 +10,8 @@ restores each run's outputs from it, trains nothing, and renders ``reports/table
 Across machines: each runs its share (``--categories``) and pushes outputs and run cache to a DVC remote
 (``--push``); one pulls the run cache (``--pull``, the default remote) and assembles with ``dvc repro --pull``,
 which fetches each restored stage's outputs (DVC carries no ``cache: false`` output, so evaluation, whose metrics
-Git tracks, reruns there; training does not). ``reports/protocol.md`` records where each run was
-computed and the wall time of the whole.
+Git tracks, reruns there; training does not). The protocol record (:attr:`Layout.protocol_record`) says where
+each run was computed and the wall time of the whole.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def pull_run_cache(layout: Layout, remote: str) -> None:
 
 def _record(cfg: Config, layout: Layout, runs: Sequence[Run], computed: dict[str, str], wall_s: float,
             jobs: int | None, per_gpu: int) -> str:
-    """reports/protocol.md: each run, where it was computed (a queue worker or the workspace of this command, or
+    """The protocol record: each run, where it was computed (a queue worker or the workspace of this command, or
     earlier or elsewhere: restored from the run cache; or not finished), its device and times; the wall time of
     the whole."""
     lines = ["# Protocol runs", "",
@@ -120,7 +120,7 @@ def _record(cfg: Config, layout: Layout, runs: Sequence[Run], computed: dict[str
                      f"{metrics.get('device', '?')} | {wall.get('training', float('nan')):.1f} | "
                      f"{wall.get('evaluate', float('nan')):.1f} |")
     text = "\n".join(lines) + "\n"
-    with atomic_path(layout.reports / "protocol.md") as tmp:
+    with atomic_path(layout.protocol_record) as tmp:
         tmp.write_text(text)
     return text
 
@@ -174,7 +174,7 @@ def run_protocol(layout: Layout, *, jobs: int | None = None, per_gpu: int = 1,
         run_dvc(layout.root, "push", "--run-cache", "-r", push, capture=False)
     text = _record(cfg, layout, runs, computed, time.perf_counter() - began, jobs if run else None, per_gpu)
     log.info("protocol: %d runs queued, %d stages trained in the workspace, %d restored from the run cache -> %s\n%s",
-             len(queued), len(trained), len(restored), layout.reports / "protocol.md", text)
+             len(queued), len(trained), len(restored), layout.protocol_record, text)
     if failures:
         raise RunError("protocol: runs that did not finish (rerun the command to redo them):\n  "
                        + "\n  ".join(failures))

@@ -95,7 +95,7 @@ def test_only_the_runs_not_up_to_date_are_queued_and_the_workspace_assembles(
     assert ("repro",) in dvc.calls, "the whole pipeline is assembled (and the report rendered) in the workspace"
     assert dvc.calls[-1] == ("push", "--run-cache", "-r", "store")
     assert result["queued"] == ["protocol-bottle-1", "protocol-carpet-1"]
-    record = (workspace.reports / "protocol.md").read_text()
+    record = workspace.protocol_record.read_text()
     assert "4 runs (2 categories x 2 seeds)" in record and "with 2 queue workers (up to 2 per GPU)" in record
     assert "| bottle | 1 | queue worker |" in record and "| bottle | 0 | run cache |" in record
 
@@ -110,7 +110,7 @@ def test_a_failed_run_is_named_after_the_finished_ones_are_restored(
     assert "evaluate@carpet-0" in restore and not any("carpet-1" in s for s in restore), "the failed run waits"
     assert ("repro",) not in dvc.calls, "no report, and nothing trained in the workspace"
     assert not any(c[0] == "push" for c in dvc.calls)
-    assert "| carpet | 1 | not finished |" in (workspace.reports / "protocol.md").read_text()
+    assert "| carpet | 1 | not finished |" in workspace.protocol_record.read_text()
 
 
 def test_a_machines_share_is_computed_restored_and_pushed_without_the_report(
@@ -131,7 +131,7 @@ def test_the_assembling_machine_pulls_and_reproduces_without_running(
     protocol.run_protocol(workspace, pull="store", run=False)
     assert dvc.calls == [("remote", "default"), ("pull", "--run-cache", "--allow-missing", "-r", "store"),
                          ("repro", "--pull")] and queued == [], "restored outputs come from the remote"
-    record = (workspace.reports / "protocol.md").read_text()
+    record = workspace.protocol_record.read_text()
     assert "| bottle | 0 | run cache, evaluated here |" in record and "| carpet | 1 | workspace |" in record
     assert "| bottle | 1 | run cache |" in record
 

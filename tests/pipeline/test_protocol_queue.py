@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pfadseg.config import profile_overrides
+from pfadseg.paths import Layout
 from pfadseg.pipeline.queue import worker_env
 from pfadseg.pipeline.workspace import make_workspace, run_dvc, tool_env
 from tests.conftest import REPO
@@ -69,14 +70,14 @@ def test_queued_runs_train_at_once_a_killed_run_is_redone_the_tables_equal_a_ser
     out = first.communicate()[0]
     assert first.returncode == 1, out
     assert "protocol-carpet-0: failed" in out and "protocol-bottle-0: failed" not in out, out
-    assert "| carpet | 0 | not finished |" in (queued / "reports/protocol.md").read_text()
+    assert "| carpet | 0 | not finished |" in Layout(queued).protocol_record.read_text()
 
     second = subprocess.run(["pfadseg", "run", "--jobs", str(JOBS)], cwd=queued, env=tool_env(), text=True,
                             capture_output=True, check=False)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
     assert "protocol: 1 runs queued, 0 stages trained in the workspace" in out, out
-    record = (queued / "reports/protocol.md").read_text()
+    record = Layout(queued).protocol_record.read_text()
     assert "| bottle | 0 | run cache |" in record and "| carpet | 0 | queue worker |" in record, record
     serial_rows = _table_rows((serial / "reports/tables.md").read_text())
     assert _table_rows((queued / "reports/tables.md").read_text()) == serial_rows
