@@ -23,6 +23,7 @@ from pfadseg.pipeline.workspace import run_dvc
 
 log = logging.getLogger(__name__)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's intra-op pool follows OMP_NUM_THREADS
+ABANDONED = {"queued": "left queued", "running": "worker lost"}  # a state when no worker or process is left
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ def _alive(pid: int | None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
@@ -114,6 +115,11 @@ def queue_states(exp_show: list[dict[str, Any]], names: Sequence[str], label: st
             if (pid := local.get("pid")) is not None:
                 pids[name] = int(pid)
     return QueueProgress(states, logs, label, pids)
+
+
+def shown_states(layout: Layout, names: Sequence[str], label: str = "grid") -> QueueProgress:
+    """:func:`queue_states` of the workspace's ``dvc exp show --json`` now."""
+    return queue_states(json.loads(run_dvc(layout.root, "exp", "show", "--json").stdout), names, label)
 
 
 def failure_reason(log_file: str | None) -> str:
@@ -141,7 +147,7 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
     """
     last, idle = "", 0
     while True:
-        progress = queue_states(json.loads(run_dvc(layout.root, "exp", "show", "--json").stdout), names, label)
+        progress = shown_states(layout, names, label)
         if (line := progress.line()) != last:
             log.info("%s", line)
             last = line
@@ -151,8 +157,8 @@ def watch_queue(layout: Layout, names: Sequence[str], poll_s: float = 5.0, idle_
         idle = idle + 1 if progress.counts()["running"] == len(stopped) and active_workers(layout) == 0 else 0
         if idle >= idle_polls:
             for name, state in progress.states.items():
-                if state in ("queued", "running"):
-                    progress.states[name] = {"queued": "left queued", "running": "worker lost"}[state]
+                if state in ABANDONED:
+                    progress.states[name] = ABANDONED[state]
             return progress
         time.sleep(poll_s)
 
@@ -161,7 +167,7 @@ def make_way(layout: Layout, names: Sequence[str]) -> None:
     """Before a rerun of ``names`` on this commit: DVC refuses an experiment name it already holds, and lists a
     failed task beside a new one of its name, so the finished experiments of these names are removed (their outputs
     stay in DVC's cache and run cache) and so are their failed tasks, and the tasks a killed worker left running."""
-    progress = queue_states(json.loads(run_dvc(layout.root, "exp", "show", "--json").stdout), names)
+    progress = shown_states(layout, names)
     states = progress.states
     if (lost := progress.stopped()) and active_workers(layout) == 0:
         run_dvc(layout.root, "queue", "kill", *lost)  # DVC then records them as ended
